@@ -1,0 +1,1 @@
+"""Prefect flows that compose recslm's tasks into pipelines."""

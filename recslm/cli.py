@@ -1,0 +1,186 @@
+"""The ``recslm`` command (typer).
+
+``recslm run`` is the one command that reaches the orchestration layer: it imports the
+Prefect flow lazily, by module name, so ``import recslm`` (and every other command)
+never pulls in Prefect or MLflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from recslm.config import PipelineConfig, iter_fields, load_config
+from recslm.errors import RecslmError
+
+app = typer.Typer(help="recslm: distill, prune, quantize and serve recommendation LLMs.", no_args_is_help=True, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Build and check ranking data.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect pipeline configs.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(config_app, name="config")
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigArg = Annotated[Path, typer.Argument(help="Pipeline config YAML (e.g. configs/demo.yaml).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: --set teacher.train.epochs=2 (repeatable).")]
+
+
+def _fail(exc: RecslmError) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    return typer.Exit(code=2)
+
+
+def _prefect_defaults() -> None:
+    """Sensible Prefect defaults for a local run; anything set in the environment wins."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+
+@app.command()
+def run(config: ConfigArg, set_: SetOpt = None, run_id: Annotated[Optional[str], typer.Option(help="Run id (default: time stamp + random suffix).")] = None) -> None:
+    """Run the pipeline (data -> teacher -> evaluate) and write <run.root>/<run id>/summary.json."""
+    try:
+        cfg = load_config(config, set_ or [])
+        _prefect_defaults()
+        compress = importlib.import_module("flows.compress").compress
+        summary = compress(cfg, run_id=run_id)
+    except RecslmError as exc:
+        raise _fail(exc) from None
+    print_summary(summary.model_dump(mode="json"))
+
+
+def print_summary(summary: dict) -> None:
+    """The final table: stages (cached or not, time) and models (AUC per task, mean, delta)."""
+    stages = Table(title=f"run {summary['run_id']} ({summary['wall_s']:.1f} s)")
+    for col in ("stage", "cached", "wall s", "key"):
+        stages.add_column(col)
+    for name, rec in summary["stages"].items():
+        stages.add_row(name, "yes" if rec["cached"] else "no", f"{rec['wall_s']:.1f}", rec["key"][:12])
+    console.print(stages)
+    tasks = sorted({t for m in summary["models"] for t in m["auc"]})
+    models = Table(title="models (test AUC)")
+    for col in ("model", "role", "params", *[f"AUC {t}" for t in tasks], "AUC mean", "delta %"):
+        models.add_column(col, justify="right" if col not in ("model", "role") else "left")
+    for m in summary["models"]:
+        models.add_row(
+            m["name"], m["role"], f"{m['params']:,}", *[f"{m['auc'].get(t, float('nan')):.4f}" for t in tasks],
+            f"{m['auc_mean']:.4f}", f"{m['auc_delta_pct']:+.2f}",
+        )
+    console.print(models)
+    console.print(f"summary: {Path(summary['run_dir']) / 'summary.json'}")
+
+
+@app.command("eval")
+def eval_(
+    model_dir: Annotated[Path, typer.Argument(help="Hugging Face model directory (model and tokenizer).")],
+    data: Annotated[Path, typer.Argument(help="A data artifact folder (records/ inside) or a .jsonl/.parquet records file.")],
+    split: Annotated[str, typer.Option(help="Split to score when DATA is a data artifact folder.")] = "test",
+    prefix_sharing: Annotated[bool, typer.Option(help="Reuse each member's prefix KV cache across its candidates.")] = True,
+    on_bad_rows: Annotated[str, typer.Option(help="For a records file: error or skip.")] = "error",
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics to this JSON file.")] = None,
+) -> None:
+    """Score records with a model: AUC per task and mean."""
+    from recslm.data.build import load_split, records_path, tokenizer_path
+    from recslm.data.records import load_records
+    from recslm.evaluate.evaluate import evaluate_records
+    from recslm.progress import progress_bar
+
+    try:
+        if data.is_dir():
+            if not records_path(data, split).is_file():
+                raise RecslmError(f"{data}: no records/{split}.parquet; expected a data artifact folder")
+            records, tok_dir = load_split(data, split), tokenizer_path(data)
+        else:
+            if on_bad_rows not in ("error", "skip"):
+                raise RecslmError(f"--on-bad-rows: expected error or skip, got {on_bad_rows!r}")
+            loaded = load_records(data, on_bad_rows)  # type: ignore[arg-type]
+            if loaded.bad_rows:
+                err_console.print(f"skipped {loaded.bad_rows} bad rows of {data}")
+            records, tok_dir = loaded.records, None
+        with progress_bar("scoring") as on_progress:
+            metrics = evaluate_records(model_dir, records, prefix_sharing=prefix_sharing, data_tokenizer_dir=tok_dir, on_progress=on_progress)
+    except RecslmError as exc:
+        raise _fail(exc) from None
+    table = Table(title=f"{model_dir} on {data}")
+    table.add_column("task")
+    table.add_column("AUC", justify="right")
+    for task, auc in metrics["auc"].items():
+        table.add_row(task, f"{auc:.4f}")
+    table.add_row("mean", f"{metrics['auc_mean']:.4f}")
+    console.print(table)
+    console.print(f"{metrics['examples']} examples, {metrics['examples_per_s']:.1f} examples/s, answer loss {metrics['loss']:.4f}")
+    if json_out:
+        json_out.write_text(json.dumps(metrics, indent=2))
+
+
+@data_app.command("build")
+def data_build(config: ConfigArg, out: Annotated[Path, typer.Option(help="Output folder (records/ and tokenizer/).")], set_: SetOpt = None) -> None:
+    """Build the ranking records and tokenizer of a config's data section into a folder."""
+    from recslm.data.build import build_data_artifact
+
+    try:
+        cfg = load_config(config, set_ or [])
+        metrics = build_data_artifact(cfg.data, out)
+    except RecslmError as exc:
+        raise _fail(exc) from None
+    table = Table(title=f"data in {out}")
+    for col in ("split", "task", "groups", "records", "positive rate"):
+        table.add_column(col)
+    for split, per_task in metrics["splits"].items():
+        for task, s in per_task.items():
+            table.add_row(split, task, str(s["groups"]), str(s["records"]), f"{s['positive_rate']:.3f}")
+    console.print(table)
+    console.print(f"vocabulary {metrics['vocab_size']}, prefix {metrics['prefix_tokens_mean']:.0f} tokens, candidate {metrics['candidate_tokens_mean']:.0f} tokens (means)")
+
+
+@data_app.command("check")
+def data_check(
+    path: Annotated[Path, typer.Argument(help="A .jsonl or .parquet ranking-records file.")],
+    on_bad_rows: Annotated[str, typer.Option(help="error: list bad rows and fail; skip: count them.")] = "error",
+) -> None:
+    """Validate a records file row by row."""
+    from recslm.data.records import load_records
+
+    try:
+        if on_bad_rows not in ("error", "skip"):
+            raise RecslmError(f"--on-bad-rows: expected error or skip, got {on_bad_rows!r}")
+        loaded = load_records(path, on_bad_rows)  # type: ignore[arg-type]
+    except RecslmError as exc:
+        raise _fail(exc) from None
+    tasks = sorted({r.task for r in loaded.records})
+    console.print(f"{path}: {len(loaded.records)} valid records, {loaded.bad_rows} bad rows skipped, tasks {tasks}")
+
+
+@config_app.command("show")
+def config_show(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Print the validated config with every default filled in."""
+    try:
+        cfg = load_config(config, set_ or [])
+    except RecslmError as exc:
+        raise _fail(exc) from None
+    console.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), highlight=False)
+    console.print(f"# config_hash: {cfg.config_hash()}")
+
+
+@config_app.command("fields")
+def config_fields() -> None:
+    """List every config field with its type, default and description."""
+    table = Table(title="PipelineConfig fields")
+    for col in ("field", "type", "default", "description"):
+        table.add_column(col, overflow="fold")
+    for name, type_name, default, description in iter_fields(PipelineConfig):
+        table.add_row(name, type_name, json.dumps(default, default=str), description)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

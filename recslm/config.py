@@ -1,0 +1,475 @@
+"""The whole pipeline config as pydantic models: YAML in, clear errors out.
+
+One typed object, every field with a one-line description (like transformers'
+``TrainingArguments``), so ``recslm config fields`` and the docs come from here.
+Every section validates now, even for stages a given run does not execute, so a typo
+in ``prune:`` is caught before the teacher spends an hour training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from recslm.errors import ConfigError
+
+
+class StrictModel(BaseModel):
+    """Base for config sections: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+# --------------------------------------------------------------------------- run / store / tracking
+
+
+class RunConfig(StrictModel):
+    name: str = Field("recslm", description="Human name of the pipeline; used as the MLflow experiment name.")
+    root: Path = Field(Path("runs"), description="Folder for run folders (summary.json) and local stores; relative to the working directory.")
+    seed: int = Field(0, description="Global seed for data sampling, initialization and training.")
+
+
+class StoreConfig(StrictModel):
+    uri: str = Field(
+        "",
+        description="Artifact store: a local folder or s3://bucket/prefix. Empty means <run.root>/store.",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if "://" in value and not value.startswith(("s3://", "file://")):
+            raise ValueError(f"expected a local folder, file:// or s3:// URI, got {value!r}")
+        return value
+
+
+class TrackingConfig(StrictModel):
+    enabled: bool = Field(True, description="Log params, metrics and curves to MLflow.")
+    uri: str = Field("", description="MLflow tracking URI. Empty means sqlite:///<run.root>/mlflow.db.")
+    experiment: str = Field("", description="MLflow experiment name. Empty means run.name.")
+
+    @field_validator("uri")
+    @classmethod
+    def _no_file_store(cls, value: str) -> str:
+        if value.startswith("file:"):
+            raise ValueError("MLflow 3.17 refuses file: stores; use sqlite:///path/mlflow.db or an http(s) server")
+        return value
+
+
+# --------------------------------------------------------------------------- data
+
+
+class TokenizerConfig(StrictModel):
+    kind: Literal["bpe", "pretrained"] = Field("bpe", description="Train a byte-level BPE on the records, or use a pretrained tokenizer directory.")
+    vocab_size: int = Field(2048, ge=300, le=1_000_000, description="Vocabulary size of the trained BPE tokenizer.")
+    path: Path | None = Field(None, description="Hugging Face tokenizer (or model) directory, for kind=pretrained.")
+
+    @model_validator(mode="after")
+    def _path_iff_pretrained(self) -> TokenizerConfig:
+        if self.kind == "pretrained" and self.path is None:
+            raise ValueError("kind=pretrained needs path: a Hugging Face tokenizer directory")
+        if self.kind == "bpe" and self.path is not None:
+            raise ValueError("path is only used with kind=pretrained; remove it or set kind: pretrained")
+        return self
+
+
+RankingTask = Literal["like", "love", "next"]
+
+
+class DataConfig(StrictModel):
+    source: Literal["movielens", "records"] = Field("movielens", description="MovieLens ratings turned into ranking tasks, or ready-made ranking records.")
+    path: Path | None = Field(
+        None,
+        description="movielens: a folder with the parquet files or the original ml-100k layout (empty = bundled copy); "
+        "records: a folder with train/val/test .jsonl or .parquet files.",
+    )
+    tasks: list[RankingTask] = Field(["like", "love", "next"], min_length=1, description="MovieLens tasks to build: like (rating>=4), love (rating=5), next (next rated item vs sampled negatives).")
+    history_len: int = Field(10, ge=1, le=200, description="Most recent rated items shown in the member's prefix.")
+    min_history: int = Field(3, ge=1, description="Skip member snapshots with fewer past ratings than this.")
+    candidates_per_member: int = Field(8, ge=2, le=256, description="k: candidates that share one member prefix (next: 1 positive + k-1 negatives).")
+    val_start_quantile: float = Field(0.8, gt=0.0, lt=1.0, description="Interactions after this time quantile are validation or test.")
+    test_start_quantile: float = Field(0.9, gt=0.0, lt=1.0, description="Interactions after this time quantile are test.")
+    train_stride: int = Field(8, ge=1, description="Interactions between two training snapshots of the same member.")
+    max_train_groups: int | None = Field(None, ge=1, description="Cap on training groups (member x task x snapshot), sampled with the seed.")
+    max_eval_members: int | None = Field(None, ge=1, description="Cap on members in val and test, sampled with the seed.")
+    seed: int = Field(0, description="Seed for negative sampling and subsampling.")
+    on_bad_rows: Literal["error", "skip"] = Field("error", description="records source: stop on malformed rows (listing their line numbers) or drop and count them.")
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+
+    @model_validator(mode="after")
+    def _ordered_split(self) -> DataConfig:
+        if self.val_start_quantile >= self.test_start_quantile:
+            raise ValueError(
+                f"val_start_quantile ({self.val_start_quantile}) must be below test_start_quantile ({self.test_start_quantile})"
+            )
+        if self.source == "records" and self.path is None:
+            raise ValueError("source=records needs path: a folder with train/val/test records")
+        return self
+
+
+# --------------------------------------------------------------------------- models
+
+
+class ArchSpec(StrictModel):
+    """A small architecture spec for models built from scratch (vocabulary comes from the tokenizer)."""
+
+    family: Literal["llama", "qwen2", "qwen3", "mixtral"] = Field("llama", description="Architecture family (mixtral = sparse mixture of experts).")
+    hidden_size: int = Field(128, ge=8, description="Model width.")
+    num_layers: int = Field(4, ge=1, description="Decoder layers.")
+    num_heads: int = Field(4, ge=1, description="Query heads per layer.")
+    num_kv_heads: int | None = Field(None, ge=1, description="Key/value heads (GQA); empty = num_heads.")
+    head_dim: int | None = Field(None, ge=4, description="Per-head width; empty = hidden_size / num_heads.")
+    intermediate_size: int = Field(256, ge=1, description="MLP width (per expert for MoE).")
+    num_experts: int = Field(1, ge=1, description="Experts per MoE layer (mixtral only).")
+    experts_per_token: int = Field(2, ge=1, description="Experts routed per token (mixtral only).")
+    max_position_embeddings: int = Field(2048, ge=16, description="Longest context the model supports.")
+    rope_theta: float = Field(10000.0, gt=0, description="RoPE base.")
+    tie_word_embeddings: bool = Field(False, description="Share input embeddings and LM head.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ArchSpec:
+        kv = self.num_kv_heads or self.num_heads
+        if self.num_heads % kv:
+            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({kv})")
+        if self.head_dim is None and self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads}), or set head_dim")
+        if self.family == "mixtral":
+            if self.num_experts < 2:
+                raise ValueError("mixtral needs num_experts >= 2")
+            if self.experts_per_token > self.num_experts:
+                raise ValueError(f"experts_per_token ({self.experts_per_token}) exceeds num_experts ({self.num_experts})")
+        elif self.num_experts != 1:
+            raise ValueError(f"num_experts is only for family mixtral (got family {self.family})")
+        return self
+
+
+class TrainConfig(StrictModel):
+    epochs: float = Field(1.0, gt=0, description="Passes over the training groups.")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1 = use epochs).")
+    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW, cosine decay).")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Fraction of steps spent warming up.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    groups_per_batch: int = Field(8, ge=1, description="Member groups (one prefix, k candidates) per optimizer step.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    save_steps: int = Field(200, ge=1, description="Checkpoint every this many steps (resume point on retry).")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept.")
+    logging_steps: int = Field(10, ge=1, description="Log the training loss every this many steps.")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; empty = torch's default.")
+
+
+class TeacherConfig(StrictModel):
+    arch: ArchSpec | None = Field(
+        default_factory=lambda: ArchSpec(family="mixtral", num_experts=4, experts_per_token=2),
+        description="Build the teacher from this spec and train it here (the default: a small MoE).",
+    )
+    path: Path | None = Field(None, description="Load a trained teacher from this Hugging Face directory instead of training one.")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    trust_remote_code: bool = Field(False, description="Allow custom modelling code from the checkpoint (off: safetensors and built-in architectures only).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_clears_default_arch(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("path") is not None and "arch" not in data:
+            data = {**data, "arch": None}
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TeacherConfig:
+        if (self.arch is None) == (self.path is None):
+            raise ValueError("set exactly one of arch (build and train) or path (load a trained teacher)")
+        return self
+
+
+class StudentSpec(StrictModel):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Unique student name (used in artifact and registry names).")
+    arch: ArchSpec | None = Field(None, description="Build the student from this spec.")
+    path: Path | None = Field(None, description="Or initialize it from this Hugging Face directory.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StudentSpec:
+        if (self.arch is None) == (self.path is None):
+            raise ValueError("set exactly one of arch or path")
+        return self
+
+
+# --------------------------------------------------------------------------- later stages
+
+
+class DeepSpeedConfig(StrictModel):
+    enabled: bool = Field(False, description="Train through DeepSpeed ZeRO.")
+    zero_stage: int = Field(2, ge=0, le=3, description="ZeRO stage 0-3.")
+    offload_optimizer: bool = Field(False, description="Offload optimizer state to CPU memory.")
+    offload_params: bool = Field(False, description="Offload parameters to CPU memory (ZeRO-3).")
+
+
+class DistillPhase(StrictModel):
+    loss: Literal["forward_kl", "reverse_kl", "jsd", "sft"] = Field("forward_kl", description="Divergence to the teacher (sft = cross-entropy only).")
+    on_policy_fraction: float = Field(0.0, ge=0, le=1, description="Fraction of each batch generated by the student (generative data).")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+class DistillConfig(StrictModel):
+    phases: list[DistillPhase] = Field(default_factory=lambda: [DistillPhase()], min_length=1, description="Training phases, each starting from the previous one's checkpoint.")
+    beta: float = Field(0.5, ge=0, le=1, description="JSD(beta) mixing weight.")
+    temperature: float = Field(1.0, gt=0, description="Softmax temperature of teacher and student logits.")
+    kd_weight: float = Field(0.9, ge=0, description="Weight of the divergence on the answer token.")
+    ce_weight: float = Field(0.1, ge=0, description="Weight of cross-entropy to the label on the answer token.")
+    prompt_weight: float = Field(0.05, ge=0, description="Weight of the divergence over prompt tokens (normalized by their count).")
+    teacher_logits: Literal["online", "topk"] = Field("online", description="Teacher forward at train time, or precomputed top-k log-probs.")
+    topk: int = Field(64, ge=1, description="k for precomputed teacher log-probs.")
+    sft_baseline: bool = Field(False, description="Also train each student with cross-entropy only, for comparison.")
+    deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
+
+
+class SelectConfig(StrictModel):
+    max_auc_drop_pct: float = Field(1.0, ge=0, description="Largest allowed relative drop of mean AUC vs the teacher, in percent.")
+
+
+class CalibrationConfig(StrictModel):
+    source: Literal["records", "text"] = Field("records", description="In-domain training records, or generic text.")
+    count: int = Field(128, ge=1, description="Calibration prompts.")
+
+
+class PruneConfig(StrictModel):
+    enabled: bool = Field(False, description="Run the prune stage.")
+    method: Literal["osscar", "magnitude", "wanda", "variance"] = Field("osscar", description="Pruning algorithm.")
+    mlp_fraction: float = Field(0.0, ge=0, lt=1, description="Fraction of MLP neurons to remove.")
+    heads_fraction: float = Field(0.0, ge=0, lt=1, description="Fraction of key/value head groups to remove.")
+    steps: int = Field(1, ge=1, description="1 = one-shot; N = gradual with re-distillation after each step.")
+    align: int = Field(1, ge=1, description="Kept widths are multiples of this (128 on GPUs).")
+    ridge: float = Field(1e-2, ge=0, description="Relative ridge damping of the Gram matrix.")
+    local_search_iters: int = Field(100, ge=0, description="Bound on local-search swaps per layer.")
+    refit: bool = Field(True, description="Least-squares refit of the kept weights.")
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+
+
+class QuantizeConfig(StrictModel):
+    enabled: bool = Field(False, description="Run the quantize stage.")
+    schemes: list[Literal["fp8_dynamic", "w8a8_int", "w4a16_gptq", "w4a16_quantease"]] = Field(
+        default_factory=lambda: ["fp8_dynamic"], description="Schemes to produce, each a model variant."
+    )
+    group_size: int = Field(128, ge=1, description="Weight group size for W4A16.")
+    quantease_sweeps: int = Field(20, ge=1, description="Coordinate-descent sweeps of QuantEase.")
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+
+
+class EvaluateConfig(StrictModel):
+    prefix_sharing: bool = Field(True, description="Compute each member's shared prefix once and reuse its KV cache for all candidates.")
+    split: Literal["val", "test"] = Field("test", description="Split whose AUC is reported.")
+    groups_per_batch: int = Field(16, ge=1, description="Member groups scored per forward pass (speed only, not the result).")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; empty = torch's default.")
+
+
+class ServeConfig(StrictModel):
+    target: Literal["local", "kubernetes"] = Field("local", description="Deploy to the local engine or a Kubernetes SGLang fleet.")
+    replicas: int = Field(1, ge=1, description="SGLang replicas.")
+    tensor_parallel: int = Field(1, ge=1, description="GPUs per replica (--tp).")
+    quantization: Literal["none", "fp8", "compressed-tensors"] = Field("none", description="Weights format the server loads.")
+    attention_backend: str | None = Field(None, description="SGLang --attention-backend; empty = SGLang's default.")
+    mem_fraction_static: float = Field(0.85, gt=0, lt=1, description="SGLang --mem-fraction-static.")
+    schedule_policy: Literal["lpm", "fcfs", "random", "dfs-weight"] = Field("lpm", description="SGLang --schedule-policy.")
+    port: int = Field(30000, ge=1, le=65535, description="Server port.")
+    router_policy: Literal["cache_aware", "member_hash", "round_robin"] = Field("cache_aware", description="Router policy across replicas.")
+    cache_tokens: int = Field(200_000, ge=0, description="Local engine: prefix-cache budget in tokens.")
+
+
+class BenchConfig(StrictModel):
+    enabled: bool = Field(False, description="Run the load benchmark after deploy.")
+    members_per_s: float = Field(4.0, gt=0, description="Poisson arrival rate of members.")
+    candidates: int = Field(16, ge=1, description="k candidates per member.")
+    prefix_tokens: int = Field(512, ge=1, description="Shared prefix length P.")
+    output_tokens: int = Field(1, ge=1, description="Generated tokens per candidate (1 = ranking).")
+    duration_s: float = Field(30.0, gt=0, description="Benchmark length.")
+
+
+class SlurmConfig(StrictModel):
+    partition: str | None = Field(None, description="Slurm partition.")
+    gpus: int = Field(0, ge=0, description="GPUs per heavy stage.")
+    cpus: int = Field(2, ge=1, description="CPUs per heavy stage.")
+    mem_gb: int = Field(8, ge=1, description="Memory per heavy stage in GB.")
+    time_min: int = Field(60, ge=1, description="Wall-time limit in minutes.")
+
+
+class KubernetesConfig(StrictModel):
+    work_pool: str = Field("recslm-k8s", description="Prefect Kubernetes work pool for heavy stages.")
+    gpus: int = Field(1, ge=0, description="nvidia.com/gpu per heavy stage.")
+    namespace: str = Field("recslm", description="Namespace.")
+
+
+class ExecutionConfig(StrictModel):
+    backend: Literal["local", "slurm", "kubernetes"] = Field("local", description="Where heavy stages run.")
+    retries: int = Field(2, ge=0, description="Retries of a stage after a transient error (never for deterministic ones).")
+    retry_delay_s: float = Field(10.0, ge=0, description="Seconds between retries.")
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig)
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+
+
+# --------------------------------------------------------------------------- the whole pipeline
+
+
+class PipelineConfig(StrictModel):
+    """Everything one pipeline run needs. Sections for later stages validate even when unused."""
+
+    run: RunConfig = Field(default_factory=RunConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    students: list[StudentSpec] = Field(default_factory=list, description="Students to distill (empty: stop after the teacher).")
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    bench: BenchConfig = Field(default_factory=BenchConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> PipelineConfig:
+        names = [s.name for s in self.students]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"students: duplicate names {dupes}")
+        if self.teacher.path is not None and self.data.tokenizer.kind == "bpe":
+            raise ValueError(
+                "teacher.path loads a trained teacher, which brings its own tokenizer: "
+                "set data.tokenizer.kind: pretrained and data.tokenizer.path to the same directory"
+            )
+        return self
+
+    def store_uri(self) -> str:
+        """The artifact store location, defaulting to a folder under ``run.root``."""
+        return self.store.uri or str(self.run.root / "store")
+
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI, defaulting to a SQLite file under ``run.root``."""
+        return self.tracking.uri or f"sqlite:///{(self.run.root / 'mlflow.db').resolve()}"
+
+    def config_hash(self) -> str:
+        """sha256 of the canonical JSON of the validated config."""
+        return stable_hash(self.model_dump(mode="json"))
+
+
+def stable_hash(obj: Any) -> str:
+    """sha256 of canonical JSON (sorted keys), the basis of config hashes and artifact keys."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into its path and a YAML-parsed value (so 3 is an int, true a bool)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key.path=value")
+    key, raw = item.split("=", 1)
+    path = [p for p in key.strip().split(".")]
+    if not key.strip() or any(not p for p in path):
+        raise ConfigError(f"--set {item!r}: expected a dotted key such as teacher.train.epochs")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from exc
+    return path, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides to the raw mapping; list items are addressed by index (students.0.name)."""
+    for item in overrides:
+        path, value = parse_override(item)
+        node: Any = raw
+        for depth, part in enumerate(path[:-1]):
+            where = ".".join(path[: depth + 1])
+            if isinstance(node, list):
+                node = node[_list_index(node, part, where, item)]
+            else:
+                if not isinstance(node, dict):
+                    raise ConfigError(f"--set {item!r}: {'.'.join(path[:depth])} is not a section")
+                if part not in node and path[depth + 1].isdigit():
+                    raise ConfigError(f"--set {item!r}: {where}.{path[depth + 1]} must index the list, but {where} is empty")
+                node = node.setdefault(part, {})
+        last = path[-1]
+        if isinstance(node, list):
+            node[_list_index(node, last, ".".join(path), item)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"--set {item!r}: {'.'.join(path[:-1])} is not a section")
+    return raw
+
+
+def _list_index(node: list[Any], part: str, where: str, item: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"--set {item!r}: {where} must index the list (0..{len(node) - 1})")
+    return int(part)
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem: ``file: a.b.c: what was expected (got ...)``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; `recslm config fields` lists the valid ones)"
+        got = err.get("input")
+        shown = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{source}: {loc}: {msg}{shown}")
+    return "invalid config\n" + "\n".join(lines)
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read YAML (or start from defaults), apply ``--set`` overrides, validate; errors name file and field."""
+    source = str(path) if path is not None else "<defaults>"
+    raw: Any = {}
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"{file}: config file not found")
+        try:
+            raw = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{file}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    raw = apply_overrides(raw, list(overrides or []))
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def iter_fields(model: type[BaseModel] = PipelineConfig, prefix: str = ""):
+    """Yield (dotted name, type, default, description) for every leaf field, for docs and `config fields`."""
+    for name, info in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        annotation = info.annotation
+        sub = _submodel(annotation)
+        if sub is not None:
+            yield from iter_fields(sub, dotted + ".")
+            continue
+        default = info.get_default(call_default_factory=True) if not info.is_required() else "(required)"
+        if isinstance(default, BaseModel):
+            default = default.model_dump(mode="json")
+        yield dotted, _type_name(annotation), default, info.description or ""
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    args = getattr(annotation, "__args__", ())
+    models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+    if models and getattr(annotation, "__origin__", None) is not list:
+        return models[0]
+    return None
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")

@@ -1,0 +1,1 @@
+"""Evaluation: prefix-shared scoring, AUC per task, validation loss, latency profile."""

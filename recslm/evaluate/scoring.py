@@ -1,0 +1,185 @@
+"""Prefix-shared scoring: a member's k candidates pay for the shared prefix once.
+
+All candidates of one member and task share the prefix token for token. The prefix is
+run once with the KV cache on; the cache is repeated k times along the batch axis and
+the k candidate suffixes run as one right-padded batch on top of it. The answer logits
+are read at each candidate's last real token. Compute drops from k·(P+S) tokens to
+P + k·S, and the result equals scoring the full prompts one by one (tested to 1e-4).
+
+The same forward serves training (with gradients; see ``recslm.train.sft``) and scoring.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from recslm.data.records import RankingRecord
+from recslm.data.tokenizer import answer_token_ids, encode_parts
+
+
+@dataclass
+class Group:
+    """One member's candidates for one task: a shared prefix and k candidate suffixes."""
+
+    member_id: str
+    task: str
+    prefix_ids: list[int]
+    candidate_ids: list[list[int]]
+    labels: list[int]
+    record_index: list[int] = field(default_factory=list)
+
+    @property
+    def tokens_shared(self) -> int:
+        return len(self.prefix_ids) + sum(len(c) for c in self.candidate_ids)
+
+    @property
+    def tokens_naive(self) -> int:
+        return sum(len(self.prefix_ids) + len(c) for c in self.candidate_ids)
+
+
+def make_groups(records: Sequence[RankingRecord], tokenizer: PreTrainedTokenizerBase) -> list[Group]:
+    """Group records by (member, task, prefix), tokenizing each distinct prefix once."""
+    by_key: dict[tuple[str, str, str], Group] = {}
+    prefix_cache: dict[str, list[int]] = {}
+    for index, rec in enumerate(records):
+        key = (rec.member_id, rec.task, rec.prefix)
+        group = by_key.get(key)
+        if group is None:
+            if rec.prefix not in prefix_cache:
+                prefix_cache[rec.prefix] = encode_parts(tokenizer, rec.prefix, "")[0]
+            group = Group(rec.member_id, rec.task, prefix_cache[rec.prefix], [], [])
+            by_key[key] = group
+        group.candidate_ids.append(tokenizer.encode(rec.candidate, add_special_tokens=False))
+        group.labels.append(int(rec.label))
+        group.record_index.append(index)
+    return list(by_key.values())
+
+
+def _right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    return ids, lengths
+
+
+def _last_token_logits(model: PreTrainedModel, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Apply the LM head only where the answer is read: one row per sequence, not B×T×V."""
+    rows = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
+    return model.get_output_embeddings()(rows).float()
+
+
+def answer_logits_shared(model: PreTrainedModel, groups: Sequence[Group], pad_id: int) -> torch.Tensor:
+    """[N, V] next-token logits after each candidate of ``groups`` (in order), each prefix run once.
+
+    Several groups go through together so per-call overhead is paid once per batch:
+    1. the prefixes run as one right-padded batch, filling a KV cache;
+    2. each cache row is gathered once per candidate of its group (batch_select_indices);
+    3. all candidate suffixes run as one right-padded batch on top of the cache, at
+       positions that continue their own prefix, with an attention mask hiding the
+       padding between a short prefix and its suffix.
+    Padding after a real token is never attended by it (causal), so results equal the
+    per-prompt forward.
+    """
+    device = model.device
+    decoder = model.get_decoder()
+    prefixes, prefix_len = _right_pad([g.prefix_ids for g in groups], pad_id)
+    cache = DynamicCache(config=model.config)
+    decoder(input_ids=prefixes.to(device), past_key_values=cache, use_cache=True)
+    owner = torch.tensor([gi for gi, g in enumerate(groups) for _ in g.candidate_ids], dtype=torch.long)
+    cache.batch_select_indices(owner.to(device))
+    suffix, suffix_len = _right_pad([c for g in groups for c in g.candidate_ids], pad_id)
+    own_prefix_len = prefix_len[owner]
+    positions = own_prefix_len[:, None] + torch.arange(suffix.shape[1])[None, :]
+    mask = None
+    if (prefix_len != prefixes.shape[1]).any():
+        width = prefixes.shape[1]
+        mask = torch.ones(len(owner), width + suffix.shape[1], dtype=torch.long)
+        mask[:, :width] = (torch.arange(width)[None, :] < own_prefix_len[:, None]).long()
+        mask = mask.to(device)
+    out = decoder(input_ids=suffix.to(device), past_key_values=cache, position_ids=positions.to(device), attention_mask=mask, use_cache=True)
+    return _last_token_logits(model, out.last_hidden_state, suffix_len.to(device))
+
+
+def answer_logits_naive(model: PreTrainedModel, groups: Sequence[Group], pad_id: int) -> torch.Tensor:
+    """[N, V] logits from the full prompts (prefix repeated in each), batched like the shared path."""
+    full, lengths = _right_pad([list(g.prefix_ids) + list(c) for g in groups for c in g.candidate_ids], pad_id)
+    out = model.get_decoder()(input_ids=full.to(model.device), use_cache=False)
+    return _last_token_logits(model, out.last_hidden_state, lengths.to(model.device))
+
+
+def batches(groups: Sequence[Group], groups_per_batch: int) -> list[list[Group]]:
+    """Batches of groups with similar prefix lengths (less padding); order is restored by record_index."""
+    ordered = sorted(groups, key=lambda g: len(g.prefix_ids))
+    return [ordered[i : i + groups_per_batch] for i in range(0, len(ordered), groups_per_batch)]
+
+
+@dataclass
+class ScoreResult:
+    """Per-record P(yes) scores (in record order) and the answer-token cross-entropy."""
+
+    scores: np.ndarray
+    labels: np.ndarray
+    tasks: list[str]
+    loss: float
+    groups: int
+    tokens_computed: int
+    seconds: float
+
+
+def score_records(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[RankingRecord],
+    *,
+    prefix_sharing: bool = True,
+    groups: list[Group] | None = None,
+    groups_per_batch: int = 8,
+    on_group: Callable[[int], None] | None = None,
+) -> ScoreResult:
+    """Score every record: P(yes) / (P(yes) + P(no)) at the answer position.
+
+    ``loss`` is the mean cross-entropy of the true answer token over the whole vocabulary
+    (the validation loss of answer-token training).
+    """
+    ids = answer_token_ids(tokenizer)
+    yes_id, no_id = ids[1], ids[0]
+    groups = groups if groups is not None else make_groups(records, tokenizer)
+    forward = answer_logits_shared if prefix_sharing else answer_logits_naive
+    scores = np.zeros(len(records), dtype=np.float64)
+    labels = np.zeros(len(records), dtype=np.int64)
+    total_loss, count, tokens = 0.0, 0, 0
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for batch in batches(groups, groups_per_batch):
+            logits = forward(model, batch, tokenizer.pad_token_id)
+            p_yes = torch.softmax(logits[:, [yes_id, no_id]], dim=-1)[:, 0]
+            batch_labels = [label for g in batch for label in g.labels]
+            target = torch.tensor([ids[label] for label in batch_labels], device=logits.device)
+            total_loss += torch.nn.functional.cross_entropy(logits, target, reduction="sum").item()
+            count += len(batch_labels)
+            tokens += sum(g.tokens_shared if prefix_sharing else g.tokens_naive for g in batch)
+            index = [i for g in batch for i in g.record_index]
+            scores[index] = p_yes.double().cpu().numpy()
+            labels[index] = batch_labels
+            if on_group is not None:
+                on_group(len(batch))
+    model.train(was_training)
+    return ScoreResult(
+        scores=scores,
+        labels=labels,
+        tasks=[r.task for r in records],
+        loss=total_loss / max(count, 1),
+        groups=len(groups),
+        tokens_computed=tokens,
+        seconds=time.perf_counter() - start,
+    )

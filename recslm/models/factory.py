@@ -1,0 +1,114 @@
+"""Build a causal LM from a small spec, or load one from a Hugging Face directory.
+
+Everything recslm saves is a standard Hugging Face directory (safetensors only) that
+vanilla transformers, SGLang and vLLM load without recslm.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    LlamaConfig,
+    MixtralConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Qwen2Config,
+    Qwen3Config,
+)
+
+from recslm.config import ArchSpec
+from recslm.errors import CheckpointError
+
+_CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
+    "llama": LlamaConfig,
+    "qwen2": Qwen2Config,
+    "qwen3": Qwen3Config,
+    "mixtral": MixtralConfig,
+}
+
+
+def config_from_spec(spec: ArchSpec, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
+    """A transformers config for the spec, with vocabulary and special ids from the tokenizer."""
+    kwargs = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads or spec.num_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        tie_word_embeddings=spec.tie_word_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        rope_parameters={"rope_type": "default", "rope_theta": spec.rope_theta},
+    )
+    if spec.head_dim is not None or spec.family == "qwen3":
+        kwargs["head_dim"] = spec.head_dim or spec.hidden_size // spec.num_heads
+    if spec.family == "mixtral":
+        kwargs.update(num_local_experts=spec.num_experts, num_experts_per_tok=spec.experts_per_token)
+    return _CONFIG_CLASSES[spec.family](**kwargs)
+
+
+def build_model(spec: ArchSpec, tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
+    """A freshly initialized model of the spec (deterministic for the seed)."""
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config_from_spec(spec, tokenizer), dtype=torch.float32)
+    return model
+
+
+def load_model(path: Path, trust_remote_code: bool = False, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """Load a Hugging Face directory (safetensors only), with errors that name the directory."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path}: not a Hugging Face model directory (config.json missing)")
+    if not any(path.glob("*.safetensors")):
+        raise CheckpointError(f"{path}: no *.safetensors weights; recslm loads safetensors only (no pickle)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path}: cannot load the model ({exc})") from exc
+    return model
+
+
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
+    """save_pretrained of model and tokenizer into ``folder`` (safetensors)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(folder), safe_serialization=True)
+    tokenizer.save_pretrained(str(folder))
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of parameters (all experts of a MoE count)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def directory_bytes(folder: Path) -> int:
+    """Bytes of the weight files in a model directory (what a server has to load)."""
+    return sum(f.stat().st_size for f in Path(folder).glob("*.safetensors"))
+
+
+def describe(model: PreTrainedModel) -> dict[str, object]:
+    """A small JSON-able description for stage records."""
+    cfg = model.config
+    return {
+        "model_type": cfg.model_type,
+        "params": count_parameters(model),
+        "hidden_size": cfg.hidden_size,
+        "num_layers": cfg.num_hidden_layers,
+        "num_heads": cfg.num_attention_heads,
+        "num_kv_heads": getattr(cfg, "num_key_value_heads", cfg.num_attention_heads),
+        "intermediate_size": cfg.intermediate_size,
+        "num_experts": getattr(cfg, "num_local_experts", 1),
+    }
+
+
+def read_config_json(folder: Path) -> dict:
+    return json.loads((Path(folder) / "config.json").read_text())

@@ -1,0 +1,156 @@
+"""The content-addressed artifact store.
+
+An artifact is a folder (``model/``, ``metrics.json``, ``stage.json`` and whatever the
+stage writes) published under ``<root>/<stage>/<key>``, where the key hashes the stage
+name, its config, its input keys and the recslm version. Because the key says
+everything that determines the content, a stage whose key exists is skipped: a
+re-run only redoes what changed, on any worker.
+
+Publishing is atomic: a stage writes into a scratch folder and the store renames it
+into place, so an artifact is either complete or absent, never half-written. Long
+stages keep resumable checkpoints in ``<root>/_work/<stage>/<key>`` until they publish.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+import recslm
+from recslm.config import stable_hash
+from recslm.errors import CheckpointError, ConfigError
+
+STAGE_FILE = "stage.json"
+METRICS_FILE = "metrics.json"
+
+
+class ArtifactRef(BaseModel):
+    """What tasks pass between each other: a reference to a published artifact, never a model."""
+
+    uri: str = Field(description="Where the artifact folder lives (a local path or s3:// URI).")
+    key: str = Field(description="Content key: sha256 of stage, stage config, input keys and version.")
+    kind: str = Field(description="Stage that produced it (data, teacher, evaluate, ...).")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="What the stage measured.")
+    cached: bool = Field(False, description="True when the artifact was already in the store.")
+    wall_s: float = Field(0.0, description="Seconds the stage took in this pipeline run (a lookup when cached).")
+
+    @property
+    def path(self) -> Path:
+        """Local folder of the artifact (local stores only)."""
+        return Path(self.uri.removeprefix("file://"))
+
+
+def artifact_key(stage: str, stage_config: Any, input_keys: dict[str, str] | None = None) -> str:
+    """Key = sha256(stage name, stage config, input keys, recslm version)."""
+    return stable_hash(
+        {"stage": stage, "config": stage_config, "inputs": dict(sorted((input_keys or {}).items())), "version": recslm.__version__}
+    )
+
+
+class LocalStore:
+    """A store on a local (or shared network) file system."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(str(root).removeprefix("file://")).expanduser().resolve()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"store.uri: cannot create the artifact store folder {self.root}: {exc}") from exc
+
+    def artifact_dir(self, stage: str, key: str) -> Path:
+        return self.root / stage / key
+
+    def lookup(self, stage: str, key: str) -> ArtifactRef | None:
+        """The published artifact for (stage, key), or None. A folder without stage.json never counts."""
+        folder = self.artifact_dir(stage, key)
+        if not (folder / STAGE_FILE).is_file():
+            return None
+        metrics = json.loads((folder / METRICS_FILE).read_text()) if (folder / METRICS_FILE).is_file() else {}
+        return ArtifactRef(uri=str(folder), key=key, kind=stage, metrics=metrics, cached=True)
+
+    def work_dir(self, stage: str, key: str) -> Path:
+        """Persistent scratch space (checkpoints) for a stage attempt; survives crashes, removed on publish."""
+        folder = self.root / "_work" / stage / key
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def new_staging_dir(self, stage: str, key: str) -> Path:
+        """A fresh, private folder to write an artifact into before publishing it."""
+        folder = self.root / "_staging" / f"{stage}-{key[:16]}-{uuid.uuid4().hex[:8]}"
+        folder.mkdir(parents=True)
+        return folder
+
+    def publish(
+        self,
+        stage: str,
+        key: str,
+        staging: Path,
+        *,
+        metrics: dict[str, Any],
+        stage_config: Any,
+        input_keys: dict[str, str],
+        wall_s: float,
+        extra: dict[str, Any] | None = None,
+    ) -> ArtifactRef:
+        """Write metrics.json and stage.json, then rename the folder into place (atomic on one file system).
+
+        If another worker published the same key first, its artifact wins and ours is dropped:
+        both are the same content by construction.
+        """
+        _write_json(staging / METRICS_FILE, metrics)
+        _write_json(
+            staging / STAGE_FILE,
+            {
+                "stage": stage,
+                "key": key,
+                "config": stage_config,
+                "inputs": input_keys,
+                "recslm_version": recslm.__version__,
+                "wall_s": round(wall_s, 3),
+                "host": socket.gethostname(),
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                **(extra or {}),
+            },
+        )
+        final = self.artifact_dir(stage, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            if self.lookup(stage, key) is None:
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(self.root / "_work" / stage / key, ignore_errors=True)
+        return ArtifactRef(uri=str(final), key=key, kind=stage, metrics=metrics, cached=False, wall_s=wall_s)
+
+    def discard(self, staging: Path) -> None:
+        """Drop a staging folder after a failed attempt (checkpoints in work_dir are kept)."""
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def local_path(self, ref: ArtifactRef) -> Path:
+        """A local folder holding the artifact's files."""
+        path = ref.path
+        if not (path / STAGE_FILE).is_file():
+            raise CheckpointError(f"artifact {ref.kind}/{ref.key[:12]} at {path} is missing or incomplete (no {STAGE_FILE})")
+        return path
+
+
+def open_store(uri: str) -> LocalStore:
+    """Open the store named by ``store.uri``."""
+    if uri.startswith("s3://"):
+        raise ConfigError(f"store.uri: {uri}: the S3 store is not available in this version; use a local folder")
+    return LocalStore(uri)
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)

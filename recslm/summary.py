@@ -1,0 +1,72 @@
+"""The run summary (``<run dir>/summary.json``): the machine-readable result of ``recslm run``.
+
+Field names follow DESIGN.md; fields may be added, never renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from recslm.evaluate.metrics import delta_pct
+
+Role = Literal["teacher", "student", "sft_baseline", "pruned", "quantized"]
+
+
+class StageRecord(BaseModel):
+    key: str
+    uri: str
+    cached: bool
+    wall_s: float
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelRecord(BaseModel):
+    name: str
+    role: Role
+    params: int
+    bytes: int
+    auc: dict[str, float]
+    auc_mean: float
+    auc_delta_pct: float
+    key: str
+
+
+class RunSummary(BaseModel):
+    run_id: str
+    config_hash: str
+    wall_s: float
+    stages: dict[str, StageRecord]
+    models: list[ModelRecord]
+    winner: str | None = None
+    recslm_version: str = ""
+    mlflow_run_id: str | None = None
+    run_dir: str = ""
+
+
+def model_record(name: str, role: Role, eval_metrics: dict[str, Any], key: str, teacher_auc_mean: float) -> ModelRecord:
+    """A model's line in the summary from its evaluate-stage metrics."""
+    return ModelRecord(
+        name=name,
+        role=role,
+        params=int(eval_metrics["params"]),
+        bytes=int(eval_metrics["bytes"]),
+        auc={k: float(v) for k, v in eval_metrics["auc"].items()},
+        auc_mean=float(eval_metrics["auc_mean"]),
+        auc_delta_pct=delta_pct(float(eval_metrics["auc_mean"]), teacher_auc_mean),
+        key=key,
+    )
+
+
+def write_summary(summary: RunSummary, run_dir: Path) -> Path:
+    """Write summary.json atomically (readers never see half a file)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "summary.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary.model_dump(mode="json"), indent=2))
+    os.replace(tmp, path)
+    return path

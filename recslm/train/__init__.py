@@ -1,0 +1,1 @@
+"""Training: supervised fine-tuning of the teacher (knowledge distillation comes next)."""

@@ -1,0 +1,56 @@
+"""The teacher stage: train a model from a spec on the answer token, or load a trained one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from recslm.config import TeacherConfig
+from recslm.data.build import load_split, tokenizer_path
+from recslm.data.tokenizer import load_tokenizer, same_vocabulary
+from recslm.errors import TokenizerError
+from recslm.evaluate.scoring import make_groups, score_records
+from recslm.models.factory import build_model, describe, directory_bytes, load_model, save_model
+from recslm.train.sft import LogFn, train_answer_model
+
+
+def make_teacher(
+    cfg: TeacherConfig,
+    data_dir: Path,
+    out_dir: Path,
+    checkpoint_dir: Path,
+    *,
+    seed: int,
+    on_log: LogFn | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Write the teacher to ``out_dir/model`` and return its metrics (params, losses, wall time)."""
+    tokenizer = load_tokenizer(tokenizer_path(data_dir))
+    metrics: dict[str, Any] = {}
+    if cfg.path is not None:
+        own = load_tokenizer(cfg.path, cfg.trust_remote_code)
+        if not same_vocabulary(own, tokenizer):
+            raise TokenizerError(
+                f"teacher.path {cfg.path}: its tokenizer differs from the data stage's tokenizer; "
+                "set data.tokenizer.path to the teacher's directory"
+            )
+        model = load_model(cfg.path, cfg.trust_remote_code)
+        metrics["loaded_from"] = str(cfg.path)
+    else:
+        model = build_model(cfg.arch, tokenizer, seed)
+        groups = make_groups(load_split(data_dir, "train"), tokenizer)
+        report = train_answer_model(model, tokenizer, groups, cfg.train, checkpoint_dir, seed=seed, on_log=on_log, on_step=on_step)
+        metrics.update(
+            train_loss=report.train_loss,
+            steps=report.steps,
+            train_examples=report.examples,
+            train_groups=report.groups,
+            train_wall_s=round(report.wall_s, 2),
+            train_examples_per_s=round(report.examples_per_s, 2),
+            resumed_from=report.resumed_from,
+        )
+    val = score_records(model, tokenizer, load_split(data_dir, "val"))
+    save_model(model, tokenizer, out_dir / "model")
+    metrics.update(val_loss=val.loss, bytes=directory_bytes(out_dir / "model"), **describe(model))
+    return metrics

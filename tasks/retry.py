@@ -1,0 +1,32 @@
+"""Which failures a stage retries: transient ones only.
+
+Retrying a bad config or bad data fails again the same way and burns GPU time, so
+Prefect's retries are gated by ``retry_transient``. (Prefect never retries a *crashed*
+run, e.g. an OOM-killed worker; re-running the flow resumes from the store instead.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from recslm.errors import RecslmError
+
+_TRANSIENT_TYPES: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """True for errors that may pass on retry (network, lost workers, unreachable services)."""
+    if exc is None:
+        return False
+    if isinstance(exc, RecslmError):
+        return exc.transient
+    if isinstance(exc, (ValidationError, ValueError, TypeError, KeyError)):
+        return False
+    return isinstance(exc, _TRANSIENT_TYPES)
+
+
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry only when the failure was transient."""
+    return is_transient(state.data if isinstance(state.data, BaseException) else None)

@@ -1,0 +1,48 @@
+"""Small builders shared by tests: synthetic ranking records, a tokenizer, tiny models."""
+
+from __future__ import annotations
+
+import random
+
+from recslm.config import ArchSpec
+from recslm.data.records import RankingRecord
+from recslm.data.tokenizer import train_bpe_tokenizer
+from recslm.models.factory import build_model
+
+GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"]
+
+
+def synthetic_records(members: int = 12, k: int = 4, seed: int = 0) -> list[RankingRecord]:
+    """Records with a learnable rule: the member likes the genre named in their profile."""
+    rng = random.Random(seed)
+    records = []
+    for m in range(members):
+        fav = rng.choice(GENRES)
+        history = "".join(f"Film {rng.randint(1, 99)} ({rng.randint(1950, 1998)}) | {rng.choice(GENRES)} | {rng.randint(1, 5)}\n" for _ in range(rng.randint(2, 6)))
+        prefix = f"Task: will the member like this movie?\nMember: likes {fav}\nHistory:\n{history}"
+        for task in ("like", "next"):
+            for c in range(k):
+                genre = fav if c % 2 == 0 else rng.choice([g for g in GENRES if g != fav])
+                records.append(
+                    RankingRecord(
+                        member_id=str(m), task=task, prefix=prefix,
+                        candidate=f"Movie: Title {rng.randint(1, 500)} | {genre}\nAnswer:", label=int(genre == fav),
+                    )
+                )
+    return records
+
+
+def tiny_tokenizer(records=None):
+    records = records or synthetic_records()
+    texts = sorted({r.prefix for r in records} | {r.candidate for r in records})
+    return train_bpe_tokenizer(texts, vocab_size=400)
+
+
+def tiny_model(tokenizer, family: str = "llama", seed: int = 0):
+    spec = {
+        "llama": ArchSpec(family="llama", hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64),
+        "qwen2": ArchSpec(family="qwen2", hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64),
+        "qwen3": ArchSpec(family="qwen3", hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=1, intermediate_size=64),
+        "mixtral": ArchSpec(family="mixtral", hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=48, num_experts=4, experts_per_token=2),
+    }[family]
+    return build_model(spec, tokenizer, seed)
