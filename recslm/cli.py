@@ -179,7 +179,8 @@ def config_fields() -> None:
         table.add_column(col, overflow="fold")
     for name, type_name, default, description in iter_fields(PipelineConfig):
         table.add_row(name, type_name, json.dumps(default, default=str), description)
-    console.print(table)
+    # piped output (docs, grep) gets full-width rows instead of folded cells
+    (console if console.is_terminal else Console(width=220)).print(table)
 
 
 if __name__ == "__main__":

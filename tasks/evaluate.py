@@ -5,8 +5,6 @@ from __future__ import annotations
 from prefect import task
 
 from recslm.config import PipelineConfig
-from recslm.data.build import load_split, tokenizer_path
-from recslm.evaluate.evaluate import evaluate_records
 from recslm.progress import progress_bar
 from recslm.store import ArtifactRef
 from tasks.options import TASK_DEFAULTS
@@ -19,6 +17,9 @@ def evaluate_task(config: PipelineConfig, tracking: TrackingHandle, model: Artif
     """AUC per task and mean on the configured split, with prefix-shared scoring."""
 
     def body(out, work, run):
+        from recslm.data.build import load_split, tokenizer_path  # heavy: only when the stage runs
+        from recslm.evaluate.evaluate import evaluate_records
+
         with progress_bar(f"scoring {model_name} ({config.evaluate.split})") as on_progress:
             return evaluate_records(
                 model.path / "model",

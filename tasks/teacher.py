@@ -7,7 +7,6 @@ from prefect import task
 from recslm.config import PipelineConfig
 from recslm.progress import progress_bar
 from recslm.store import ArtifactRef
-from recslm.train.teacher import make_teacher
 from tasks.options import TASK_DEFAULTS
 from tasks.stage import run_stage
 from tasks.tracking import TrackingHandle
@@ -18,6 +17,8 @@ def teacher_task(config: PipelineConfig, tracking: TrackingHandle, data: Artifac
     """Train the teacher on the answer token (resuming from checkpoints), or load a trained one."""
 
     def body(out, work, run):
+        from recslm.train.teacher import make_teacher  # heavy (torch, Trainer): only when the stage runs
+
         with progress_bar("teacher SFT steps") as on_step:
             return make_teacher(
                 config.teacher, data.path, out, work / "checkpoints",

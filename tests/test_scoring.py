@@ -33,11 +33,12 @@ def per_prompt_scores(model, tokenizer, records) -> np.ndarray:
     return np.array(out)
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "mixtral"])
-def test_prefix_shared_equals_per_prompt(family, records, tokenizer):
+@pytest.mark.parametrize("family, groups_per_batch", [("llama", 1), ("qwen2", 3), ("qwen3", 8), ("mixtral", 64)])
+def test_prefix_shared_equals_per_prompt(family, groups_per_batch, records, tokenizer):
+    """Batches mix prefixes of different lengths, so the padding mask path is exercised too."""
     model = tiny_model(tokenizer, family).eval()
-    shared = score_records(model, tokenizer, records, prefix_sharing=True)
-    naive = score_records(model, tokenizer, records, prefix_sharing=False)
+    shared = score_records(model, tokenizer, records, prefix_sharing=True, groups_per_batch=groups_per_batch)
+    naive = score_records(model, tokenizer, records, prefix_sharing=False, groups_per_batch=groups_per_batch)
     reference = per_prompt_scores(model, tokenizer, records)
     assert np.abs(shared.scores - reference).max() < 1e-4
     assert np.abs(naive.scores - reference).max() < 1e-4

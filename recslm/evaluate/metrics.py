@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 
 def auc_per_task(tasks: Sequence[str], labels: Sequence[int], scores: Sequence[float]) -> dict[str, float]:
@@ -14,6 +13,8 @@ def auc_per_task(tasks: Sequence[str], labels: Sequence[int], scores: Sequence[f
     A task whose test labels are all one class has no AUC; it is left out (and so out of
     the mean) rather than reported as a number that means nothing.
     """
+    from sklearn.metrics import roc_auc_score  # lazy: cached pipeline runs never import sklearn
+
     tasks_arr = np.asarray(tasks)
     labels_arr = np.asarray(labels)
     scores_arr = np.asarray(scores, dtype=np.float64)

@@ -92,7 +92,7 @@ def answer_logits_shared(model: PreTrainedModel, groups: Sequence[Group], pad_id
     decoder = model.get_decoder()
     prefixes, prefix_len = _right_pad([g.prefix_ids for g in groups], pad_id)
     cache = DynamicCache(config=model.config)
-    decoder(input_ids=prefixes.to(device), past_key_values=cache, use_cache=True)
+    decoder(input_ids=prefixes.to(device), cache=cache, use_cache=True)
     owner = torch.tensor([gi for gi, g in enumerate(groups) for _ in g.candidate_ids], dtype=torch.long)
     cache.batch_select_indices(owner.to(device))
     suffix, suffix_len = _right_pad([c for g in groups for c in g.candidate_ids], pad_id)
@@ -104,7 +104,7 @@ def answer_logits_shared(model: PreTrainedModel, groups: Sequence[Group], pad_id
         mask = torch.ones(len(owner), width + suffix.shape[1], dtype=torch.long)
         mask[:, :width] = (torch.arange(width)[None, :] < own_prefix_len[:, None]).long()
         mask = mask.to(device)
-    out = decoder(input_ids=suffix.to(device), past_key_values=cache, position_ids=positions.to(device), attention_mask=mask, use_cache=True)
+    out = decoder(input_ids=suffix.to(device), cache=cache, position_ids=positions.to(device), attention_mask=mask, use_cache=True)
     return _last_token_logits(model, out.last_hidden_state, suffix_len.to(device))
 
 

@@ -69,23 +69,23 @@ class AnswerTokenTrainer(Trainer):
 class ForwardLogs(TrainerCallback):
     """Hands each Trainer log line (loss, learning rate, grad norm) to a callback, e.g. MLflow."""
 
-    def __init__(self, on_log: LogFn):
-        self.on_log = on_log
+    def __init__(self, sink: LogFn):
+        self.sink = sink
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D102
         numeric = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
         if numeric:
-            self.on_log(state.global_step, numeric)
+            self.sink(state.global_step, numeric)
 
 
 class StepProgress(TrainerCallback):
     """Reports optimizer steps to a progress callback (the CLI draws a rich bar)."""
 
-    def __init__(self, on_step: Callable[[int, int], None]):
-        self.on_step = on_step
+    def __init__(self, sink: Callable[[int, int], None]):
+        self.sink = sink
 
     def on_step_end(self, args, state, control, **kwargs):  # noqa: D102
-        self.on_step(state.global_step, state.max_steps)
+        self.sink(state.global_step, state.max_steps)
 
 
 @dataclass

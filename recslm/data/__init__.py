@@ -1,0 +1,1 @@
+"""Data: ranking records, prompt featurization, MovieLens tasks, tokenizers."""
