@@ -27,8 +27,8 @@ config_app = typer.Typer(help="Inspect pipeline configs.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 ConfigArg = Annotated[Path, typer.Argument(help="Pipeline config YAML (e.g. configs/demo.yaml).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: --set teacher.train.epochs=2 (repeatable).")]

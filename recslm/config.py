@@ -95,6 +95,10 @@ class DataConfig(StrictModel):
     val_start_quantile: float = Field(0.8, gt=0.0, lt=1.0, description="Interactions after this time quantile are validation or test.")
     test_start_quantile: float = Field(0.9, gt=0.0, lt=1.0, description="Interactions after this time quantile are test.")
     train_stride: int = Field(8, ge=1, description="Interactions between two training snapshots of the same member.")
+    item_stats: bool = Field(
+        True,
+        description="Show each candidate's rating count and mean as known strictly before the decision time (no future data).",
+    )
     eval_stride: int = Field(8, ge=1, description="Interactions between two validation or test snapshots of the same member.")
     max_train_groups: int | None = Field(None, ge=1, description="Cap on training groups (member x task x snapshot), sampled with the seed.")
     max_eval_members: int | None = Field(None, ge=1, description="Cap on members in val and test, sampled with the seed.")

@@ -32,3 +32,36 @@ def test_help_everywhere():
     for args in (["--help"], ["run", "--help"], ["data", "--help"], ["data", "build", "--help"], ["eval", "--help"], ["config", "--help"]):
         result = runner.invoke(app, args)
         assert result.exit_code == 0 and "Usage" in result.output, args
+
+
+def test_eval_command_matches_the_pipeline(smoke, tmp_path):
+    """`recslm eval MODEL_DIR DATA` on the pipeline's artifacts reproduces its test AUC."""
+    model_dir = smoke["first"].stages["teacher"].uri + "/model"
+    data_dir = smoke["first"].stages["data"].uri
+    out = tmp_path / "metrics.json"
+    result = runner.invoke(app, ["eval", model_dir, data_dir, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    import json
+
+    metrics = json.loads(out.read_text())
+    for task, auc in smoke["first"].models[0].auc.items():
+        assert metrics["auc"][task] == auc
+
+
+def test_eval_and_data_check_on_a_records_file(smoke, tmp_path):
+    from recslm.data.build import load_split
+
+    records = load_split(smoke["first"].stages["data"].uri, "test")[:40]
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(r.model_dump_json() + "\n" for r in records) + '{"member_id": 1}\n')
+    result = runner.invoke(app, ["data", "check", str(path)])
+    assert result.exit_code == 2 and "line 41" in result.output
+    result = runner.invoke(app, ["data", "check", str(path), "--on-bad-rows", "skip"])
+    assert result.exit_code == 0 and "40 valid records, 1 bad rows" in result.output
+    result = runner.invoke(app, ["eval", smoke["first"].stages["teacher"].uri + "/model", str(path), "--on-bad-rows", "skip"])
+    assert result.exit_code == 0 and "mean" in result.output
+
+
+def test_eval_with_a_missing_model_is_a_clear_error(tmp_path, smoke):
+    result = runner.invoke(app, ["eval", str(tmp_path / "nope"), smoke["first"].stages["data"].uri])
+    assert result.exit_code == 2 and "nope" in result.output and "not found" in result.output

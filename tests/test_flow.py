@@ -6,32 +6,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from recslm.config import load_config
 from recslm.errors import StageNotAvailableError
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory, prefect_harness, repo_root):
-    """Run the smoke pipeline twice with the same config: the second run must reuse everything."""
-    from flows.compress import compress
-
-    root = tmp_path_factory.mktemp("runs")
-    cfg = load_config(repo_root / "configs" / "smoke.yaml", [f"run.root={root}"])
-    start = time.perf_counter()
-    first = compress(cfg, run_id="first")
-    first_s = time.perf_counter() - start
-    start = time.perf_counter()
-    second = compress(cfg, run_id="second")
-    second_s = time.perf_counter() - start
-    return {"cfg": cfg, "root": root, "first": first, "second": second, "first_s": first_s, "second_s": second_s}
 
 
 def test_summary_json_follows_the_contract(smoke):

@@ -1,33 +1,56 @@
 """MovieLens 100K as ranking tasks, split in time.
 
-Reading: the bundled parquet copy (default), a folder with the same parquet files, or
-the original GroupLens ``ml-100k`` layout (``u.data``, ``u.item``, ``u.user``).
+Reading (:func:`load_movielens`): the bundled parquet copy (default), a folder with the
+same parquet files, or the original GroupLens ``ml-100k`` layout (``u.data``,
+``u.item``, ``u.user``), so users can point recslm at their own download.
 
-Tasks (one *group* = one member, one task, one snapshot in time; all of a group's
-candidates share its prefix):
-- *like*: the member's next k rated items; label = rating >= 4.
+Building (:func:`build_ranking_splits`). A *group* is one member, one task, one
+*snapshot* in time: a shared prefix (instruction, profile, the member's last
+``history_len`` ratings before the snapshot, oldest first) and up to
+``k = candidates_per_member`` candidates. All candidates of a group have the same
+prefix string, which is what prefix caching exploits. Tasks:
+
+- *like*: the member's next up-to-k rated items from the snapshot on, sorted by
+  (timestamp, movie_id) and inside the split's time window; label = rating >= 4.
 - *love*: the same candidates; label = rating == 5.
-- *next*: the item the member actually rated next (label 1) and k-1 items the member
-  never rated, sampled uniformly from items rated by anyone before the validation cutoff
-  (label 0), in a seeded random order.
+- *next*: the item actually rated at the snapshot (label 1) and k-1 items the member
+  never rated (label 0), sampled uniformly from the items rated by anyone before T1,
+  in a seeded random order; the negatives carry the positive's timestamp.
 
-Split in time with two global cutoffs, T1 and T2 (quantiles of all rating times):
-train candidates are before T1, validation candidates in [T1, T2), test at or after T2.
-Training takes a snapshot every ``train_stride`` interactions of a member; validation
-and test take one at the member's first interaction in their window and then every
-``eval_stride`` interactions (a later snapshot's history may include earlier
-interactions of the same window: they are in the past of its candidates). A
-snapshot's history is the member's last ``history_len`` ratings strictly before the
-earliest candidate's time, so no future interaction ever appears in a prefix (ties in
-time count as future).
+Time split: T1 and T2 are the ``val_start_quantile`` and ``test_start_quantile``
+quantiles of all rating times. Train candidates have ts < T1, validation
+T1 <= ts < T2, test ts >= T2. Snapshots:
 
-Randomness (negatives, subsampling) comes from generators seeded by (seed, member,
-position), so output does not depend on iteration order and is identical for a seed.
+- train: every ``train_stride`` interactions of a member, from interaction
+  ``min_history`` on, while the snapshot's interaction is before T1;
+- val / test: the member's first interaction in the window, then every
+  ``eval_stride`` interactions inside it. The history may hold interactions of earlier
+  windows (they are the past), never anything at or after the first candidate's time.
+
+No leakage: many MovieLens ratings share a timestamp (a member rates several movies in
+the same second), so a snapshot is moved back to the first interaction of its second:
+the history is then exactly the interactions strictly before the first candidate's
+time, and two snapshots in the same second collapse into one (otherwise they would
+produce two groups with one prefix). A snapshot needs ``min_history`` past ratings.
+
+Item stats (``item_stats``): each candidate also shows the item's rating count and mean
+as known strictly before the group's decision time (its first candidate's time), what a
+production ranker reads from its feature store; never a rating from that moment on.
+
+Caps: ``max_train_groups`` keeps a seeded random subset of the train groups;
+``max_eval_members`` keeps a seeded random subset of members for val and test,
+preferring members present in both splits so val and test describe the same people.
+
+Determinism: every random draw comes from a generator seeded by (seed, purpose,
+member, snapshot), so the output does not depend on iteration order and the same
+config gives identical records. Records are ordered by (member, task, snapshot) with a
+group's candidates contiguous; ``item_id``, ``ts`` and ``history_max_ts`` are filled.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,199 +59,443 @@ import numpy as np
 import pandas as pd
 
 from recslm.config import DataConfig
-from recslm.data.prompts import HistoryItem, Item, MemberProfile, format_candidate, format_prefix
-from recslm.data.records import SPLITS, RankingRecord
+from recslm.data.prompts import HistoryItem, Item, ItemStats, MemberProfile, format_candidate, format_prefix
+from recslm.data.records import SPLITS, RankingRecord, gc_paused, records_from_rows
 from recslm.errors import DataError
 
-GENRES = [
+GENRES: list[str] = [
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
     "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
-]
+]  # fmt: skip
 PARQUET_FILES = ("MovieLens100k_data.parquet", "MovieLens100k_items.parquet", "MovieLens100k_users.parquet")
 ORIGINAL_FILES = ("u.data", "u.item", "u.user")
+RATING_COLUMNS = ["user_id", "movie_id", "rating", "timestamp"]
+ITEM_COLUMNS = ["movie_id", "movie_title", "release_date", "video_release_date", "IMDb_URL", *GENRES]
+USER_COLUMNS = ["user_id", "age", "gender", "occupation", "zip_code"]
+LABEL_THRESHOLDS = {"like": 4, "love": 5}  # label = rating >= threshold
+
+# purposes mixed into the seeds, so draws for different jobs never share a stream
+_NEGATIVES, _TRAIN_SUBSAMPLE, _EVAL_MEMBERS = 1, 2, 3
 
 
 @dataclass
 class MovieLens:
-    ratings: pd.DataFrame  # user_id, movie_id, rating, timestamp
-    items: pd.DataFrame  # movie_id, title, genres (list of genre names)
-    users: pd.DataFrame  # user_id, age, gender, occupation
+    """The three tables, normalized to the columns the builder reads."""
+
+    ratings: pd.DataFrame  # user_id, movie_id, rating, timestamp (int64)
+    items: pd.DataFrame  # movie_id (int64), title (str), genres (list of genre names)
+    users: pd.DataFrame  # user_id (int64), age (int64), gender (str), occupation (str)
 
 
 def bundled_path() -> Path:
-    """The copy shipped inside the package (with its terms in README.md)."""
+    """The copy shipped inside the package (with its terms in README.md), wherever recslm is installed."""
     return Path(str(resources.files("recslm.data") / "bundled" / "movielens-100k"))
 
 
-def _genre_lists(flags: pd.DataFrame) -> list[list[str]]:
-    values = flags[GENRES].to_numpy().astype(bool)
-    return [[g for g, on in zip(GENRES, row) if on and g != "unknown"] for row in values]
+# --------------------------------------------------------------------------- reading
+
+
+def _read(file: Path, reader: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """Run a pandas reader, turning its exceptions into a DataError that names the file."""
+    try:
+        return reader()
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise DataError(f"{file}: cannot be read ({type(exc).__name__}: {exc})") from exc
+
+
+def _require(frame: pd.DataFrame, columns: Sequence[str], file: Path) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{file}: missing columns {missing}; expected {list(columns)}")
+
+
+def _read_parquet_layout(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    frames = []
+    for name, columns in zip(PARQUET_FILES, (RATING_COLUMNS, ITEM_COLUMNS[:2] + GENRES, USER_COLUMNS[:4])):
+        file = folder / name
+        frame = _read(file, lambda file=file: pd.read_parquet(file))
+        _require(frame, columns, file)
+        frames.append(frame)
+    return frames[0], frames[1], frames[2]
+
+
+def _read_delimited(file: Path, sep: str, names: Sequence[str], **options: Any) -> pd.DataFrame:
+    """A header-less GroupLens file with exactly ``len(names)`` columns (pandas would silently shift others)."""
+    frame = _read(file, lambda: pd.read_csv(file, sep=sep, header=None, **options))
+    if frame.shape[1] != len(names):
+        raise DataError(
+            f"{file}: expected {len(names)} {sep!r}-separated columns ({', '.join(names)}), found {frame.shape[1]}"
+        )
+    frame.columns = list(names)
+    return frame
+
+
+def _read_original_layout(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    data, item, user = (folder / name for name in ORIGINAL_FILES)
+    ratings = _read_delimited(data, "\t", RATING_COLUMNS)
+    items = _read_delimited(item, "|", ITEM_COLUMNS, encoding="latin-1", keep_default_na=False)
+    users = _read_delimited(user, "|", USER_COLUMNS, dtype=str, keep_default_na=False)
+    return ratings, items, users
+
+
+def _int_columns(frame: pd.DataFrame, columns: Sequence[str], file: Path) -> pd.DataFrame:
+    out = frame[list(columns)].copy()
+    for column in columns:
+        values = pd.to_numeric(out[column], errors="coerce")
+        bad = values.isna() | (values != values.round())
+        if bad.any():
+            rows = (np.flatnonzero(bad.to_numpy())[:5] + 1).tolist()
+            raise DataError(f"{file}: column {column}: expected integers, {int(bad.sum())} rows are not (rows {rows})")
+        out[column] = values.astype("int64")
+    return out
+
+
+def _genre_lists(raw_items: pd.DataFrame, file: Path) -> list[list[str]]:
+    """Genre flag columns (0/1, in the GroupLens order) to lists of genre names."""
+    flags = _int_columns(raw_items, GENRES, file).to_numpy()
+    if not np.isin(flags, (0, 1)).all():
+        column = GENRES[int(np.flatnonzero(~np.isin(flags, (0, 1)).all(axis=0))[0])]
+        raise DataError(f"{file}: genre column {column!r}: expected flags 0 or 1")
+    return [[g for g, on in zip(GENRES, row) if on] for row in flags.astype(bool)]
 
 
 def load_movielens(path: Path | None = None) -> MovieLens:
-    """Read MovieLens 100K from the parquet layout or the original ml-100k layout."""
+    """Read MovieLens 100K from the parquet layout or the original ml-100k layout (None = the bundled copy)."""
     folder = Path(path) if path is not None else bundled_path()
     if all((folder / f).is_file() for f in PARQUET_FILES):
-        ratings = pd.read_parquet(folder / PARQUET_FILES[0])
-        raw_items = pd.read_parquet(folder / PARQUET_FILES[1]).rename(columns={"movie_title": "title"})
-        users = pd.read_parquet(folder / PARQUET_FILES[2])
+        files = [folder / f for f in PARQUET_FILES]
+        raw_ratings, raw_items, raw_users = _read_parquet_layout(folder)
     elif all((folder / f).is_file() for f in ORIGINAL_FILES):
-        ratings = pd.read_csv(folder / "u.data", sep="\t", names=["user_id", "movie_id", "rating", "timestamp"])
-        raw_items = pd.read_csv(
-            folder / "u.item", sep="|", encoding="latin-1", header=None,
-            names=["movie_id", "title", "release_date", "video_release_date", "IMDb_URL", *GENRES],
-        )
-        users = pd.read_csv(folder / "u.user", sep="|", names=["user_id", "age", "gender", "occupation", "zip_code"])
+        files = [folder / f for f in ORIGINAL_FILES]
+        raw_ratings, raw_items, raw_users = _read_original_layout(folder)
     else:
+        where = "folder not found" if not folder.is_dir() else "no MovieLens 100K here"
         raise DataError(
-            f"{folder}: no MovieLens 100K here; expected the parquet files {', '.join(PARQUET_FILES)} "
+            f"{folder}: {where}; expected the parquet files {', '.join(PARQUET_FILES)} "
             f"or the original ml-100k files {', '.join(ORIGINAL_FILES)}"
         )
-    missing = {"user_id", "movie_id", "rating", "timestamp"} - set(ratings.columns)
-    if missing:
-        raise DataError(f"{folder}: ratings lack columns {sorted(missing)}")
-    items = pd.DataFrame({"movie_id": raw_items["movie_id"].astype(int), "title": raw_items["title"].astype(str), "genres": _genre_lists(raw_items)})
-    return MovieLens(
-        ratings=ratings[["user_id", "movie_id", "rating", "timestamp"]].astype("int64").reset_index(drop=True),
-        items=items,
-        users=users[["user_id", "age", "gender", "occupation"]].assign(
-            user_id=lambda d: d.user_id.astype("int64"), age=lambda d: d.age.astype("int64"),
-            gender=lambda d: d.gender.astype(str), occupation=lambda d: d.occupation.astype(str),
-        ),
+    items = pd.DataFrame(
+        {
+            "movie_id": _int_columns(raw_items, ["movie_id"], files[1])["movie_id"],
+            "title": raw_items["movie_title"].fillna("").astype(str).to_numpy(),
+            "genres": _genre_lists(raw_items, files[1]),
+        }
     )
+    users = _int_columns(raw_users, ["user_id", "age"], files[2]).assign(
+        gender=raw_users["gender"].fillna("").astype(str).to_numpy(),
+        occupation=raw_users["occupation"].fillna("").astype(str).to_numpy(),
+    )
+    ml = MovieLens(
+        ratings=_int_columns(raw_ratings, RATING_COLUMNS, files[0]).reset_index(drop=True),
+        items=items.reset_index(drop=True),
+        users=users.reset_index(drop=True),
+    )
+    check_ids(ml, files)
+    return ml
+
+
+def check_ids(ml: MovieLens, files: Sequence[Path | str] = ("ratings", "items", "users")) -> None:
+    """Every rating must point at a known member and item, and ids must be unique (else prompts lie)."""
+    ratings_file, items_file, users_file = files
+    for frame, column, file in ((ml.items, "movie_id", items_file), (ml.users, "user_id", users_file)):
+        dupes = frame[column][frame[column].duplicated()].unique()[:5].tolist()
+        if dupes:
+            raise DataError(f"{file}: duplicate {column} values {dupes}")
+    for column, known, file in (("movie_id", ml.items.movie_id, items_file), ("user_id", ml.users.user_id, users_file)):
+        unknown = ~ml.ratings[column].isin(known)
+        if unknown.any():
+            examples = ml.ratings.loc[unknown, column].unique()[:5].tolist()
+            raise DataError(f"{ratings_file}: {int(unknown.sum())} ratings have a {column} missing from {file} (e.g. {examples})")
+
+
+# --------------------------------------------------------------------------- building
+
+
+def time_cutoffs(ratings: pd.DataFrame, cfg: DataConfig) -> tuple[int, int]:
+    """(T1, T2): validation and test start times, as quantiles of all rating times (rounded down to a second)."""
+    ts = ratings["timestamp"].to_numpy()
+    if ts.size == 0:
+        raise DataError("MovieLens: no ratings to split")
+    return int(np.quantile(ts, cfg.val_start_quantile)), int(np.quantile(ts, cfg.test_start_quantile))
+
+
+def _rng(*keys: int) -> np.random.Generator:
+    """A generator seeded by integer keys of any sign (numpy seeds must be non-negative)."""
+    words: list[int] = []
+    for key in keys:
+        words += [int(key < 0), abs(int(key))]
+    return np.random.default_rng(words)
 
 
 @dataclass
 class _Member:
+    """One member's interactions sorted by (timestamp, movie_id), as arrays (for searches) and lists (for texts)."""
+
     user_id: int
     profile: MemberProfile
     ts: np.ndarray
     movies: np.ndarray
     ratings: np.ndarray
-    unrated_pool: np.ndarray
+    _unrated: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # plain lists: per-item Python work on numpy scalars is several times slower
+        self.movie_list: list[int] = self.movies.tolist()
+        self.rating_list: list[int] = self.ratings.tolist()
+        self.ts_list: list[int] = self.ts.tolist()
+
+    def index_of_time(self, when: int | None) -> int:
+        """Number of interactions strictly before ``when`` (None = all of them)."""
+        return len(self.ts) if when is None else int(np.searchsorted(self.ts, when, side="left"))
+
+    def unrated(self, pool: np.ndarray) -> np.ndarray:
+        """Items of ``pool`` this member never rated (computed once: the negatives of every next group)."""
+        if self._unrated is None:
+            # pool is sorted and unique: mark the member's items by binary search (setdiff1d re-sorts both)
+            keep = np.ones(len(pool), dtype=bool)
+            if len(pool):
+                at = np.searchsorted(pool, self.movies).clip(max=len(pool) - 1)
+                keep[at[pool[at] == self.movies]] = False
+            self._unrated = pool[keep]
+        return self._unrated
 
 
-def time_cutoffs(ratings: pd.DataFrame, cfg: DataConfig) -> tuple[int, int]:
-    """(T1, T2): validation and test start times, as quantiles of all rating times."""
-    ts = ratings["timestamp"].to_numpy()
-    return int(np.quantile(ts, cfg.val_start_quantile)), int(np.quantile(ts, cfg.test_start_quantile))
+def _members(ml: MovieLens) -> list[_Member]:
+    """Split the ratings per member with one sort (no per-row Python)."""
+    r = ml.ratings
+    user, movie, rating, ts = (r[c].to_numpy() for c in RATING_COLUMNS)
+    order = np.lexsort((movie, ts, user))
+    user, movie, ts, rating = user[order], movie[order], ts[order], rating[order]
+    bounds = np.flatnonzero(np.diff(user)) + 1
+    starts, ends = np.r_[0, bounds], np.r_[bounds, len(user)]
+    profiles = {
+        int(u): MemberProfile(int(a), g, o) for u, a, g, o in zip(ml.users.user_id, ml.users.age, ml.users.gender, ml.users.occupation)
+    }
+    return [
+        _Member(int(user[s]), profiles[int(user[s])], ts[s:e], movie[s:e], rating[s:e]) for s, e in zip(starts, ends) if e > s
+    ]
+
+
+def _snapshots(member: _Member, first: int, stop: int, stride: int, min_history: int) -> list[int]:
+    """Snapshot positions every ``stride`` in [first, stop), each moved back to the first interaction of its
+    second (so the history ends strictly before the first candidate), deduplicated, with enough history."""
+    if first >= stop:
+        return []
+    positions = np.arange(first, stop, stride)
+    starts = np.searchsorted(member.ts, member.ts[positions], side="left").tolist()  # non-decreasing
+    return [s for i, s in enumerate(starts) if s >= min_history and (i == 0 or s != starts[i - 1])]
+
+
+class ItemHistory:
+    """Per item, its ratings in time order, answering "count and mean before time t" in O(log n)."""
+
+    def __init__(self, ratings: pd.DataFrame):
+        ordered = ratings.sort_values(["movie_id", "timestamp"], kind="stable")
+        self._times: dict[int, np.ndarray] = {}
+        self._sums: dict[int, np.ndarray] = {}
+        for movie, frame in ordered.groupby("movie_id", sort=False):
+            self._times[int(movie)] = frame.timestamp.to_numpy()
+            self._sums[int(movie)] = np.concatenate([[0], np.cumsum(frame.rating.to_numpy())])
+
+    def before(self, movie: int, when: int) -> ItemStats:
+        times = self._times.get(movie)
+        if times is None:
+            return ItemStats(0, 0.0)
+        n = int(np.searchsorted(times, when, side="left"))
+        return ItemStats(n, float(self._sums[movie][n] / n) if n else 0.0)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """Where a member's groups start and where their candidates must end (exclusive index)."""
+
+    member: int  # index into the member list
+    start: int
+    window_end: int
+
+
+@dataclass
+class _Builder:
+    """Shared inputs of group building: config, item texts and the negative pool."""
+
+    cfg: DataConfig
+    tasks: list[str]
+    items: dict[int, Item]
+    candidates: dict[int, str]
+    pool: np.ndarray
+    item_history: ItemHistory | None = None
+
+    def candidate(self, movie: int, decided_at: int) -> str:
+        """Candidate text; with item stats it depends on the decision time, else it is cached per item."""
+        if self.item_history is None:
+            return self.candidates[movie]
+        return format_candidate(self.items[movie], self.item_history.before(movie, decided_at))
+
+    def history(self, member: _Member, start: int) -> list[HistoryItem]:
+        """The last ``history_len`` ratings before the snapshot, oldest first."""
+        lo = max(0, start - self.cfg.history_len)
+        return [HistoryItem(self.items[m], r) for m, r in zip(member.movie_list[lo:start], member.rating_list[lo:start])]
+
+    def group(self, member: _Member, snapshot: _Snapshot, task: str, history: list[HistoryItem]) -> list[dict[str, Any]]:
+        """The rows of one group: one prefix, the candidates in order."""
+        start = snapshot.start
+        if task == "next":
+            movies, labels, times = self._next_candidates(member, start)
+        else:
+            stop = min(start + self.cfg.candidates_per_member, snapshot.window_end)
+            threshold = LABEL_THRESHOLDS[task]
+            movies, times = member.movie_list[start:stop], member.ts_list[start:stop]
+            labels = [int(r >= threshold) for r in member.rating_list[start:stop]]
+        prefix = format_prefix(task, member.profile, history)
+        member_id, history_max_ts, decided_at = str(member.user_id), member.ts_list[start - 1], member.ts_list[start]
+        return [
+            {
+                "member_id": member_id, "task": task, "prefix": prefix, "candidate": self.candidate(movie, decided_at), "label": label,
+                "item_id": str(movie), "ts": when, "history_max_ts": history_max_ts,
+            }
+            for movie, label, when in zip(movies, labels, times)
+        ]
+
+    def records(self, members: list[_Member], plan: list[tuple[_Snapshot, str]], split: str) -> list[RankingRecord]:
+        """All records of a plan, building each snapshot's history once for all its tasks."""
+        rows: list[dict[str, Any]] = []
+        histories: dict[_Snapshot, list[HistoryItem]] = {}
+        for snap, task in plan:
+            member = members[snap.member]
+            if snap not in histories:
+                histories[snap] = self.history(member, snap.start)
+            rows += self.group(member, snap, task, histories[snap])
+        return records_from_rows(rows, f"MovieLens {split} split")
+
+    def _next_candidates(self, member: _Member, start: int) -> tuple[list[int], list[int], list[int]]:
+        """The item rated at the snapshot and k-1 never-rated items, shuffled; all carry the snapshot's time."""
+        rng = _rng(self.cfg.seed, _NEGATIVES, member.user_id, start)
+        unrated = member.unrated(self.pool)
+        count = min(self.cfg.candidates_per_member - 1, len(unrated))
+        movies = [member.movie_list[start]] + rng.choice(unrated, size=count, replace=False).tolist()
+        labels = [1] + [0] * count
+        order = rng.permutation(len(movies)).tolist()
+        return [movies[i] for i in order], [labels[i] for i in order], [member.ts_list[start]] * len(movies)
+
+
+def _choose_eval_members(val: set[int], test: set[int], cfg: DataConfig) -> set[int]:
+    """All eval members, or a seeded subset preferring those in both splits, then test-only, then val-only."""
+    cap = cfg.max_eval_members
+    if cap is None or len(val | test) <= cap:
+        return val | test
+    rng = _rng(cfg.seed, _EVAL_MEMBERS)
+    chosen: list[int] = []
+    for tier in (sorted(val & test), sorted(test - val), sorted(val - test)):
+        take = min(cap - len(chosen), len(tier))
+        if take > 0:
+            chosen += rng.choice(tier, size=take, replace=False).tolist()
+    return set(chosen)
+
+
+def _unique_tasks(tasks: Sequence[str]) -> list[str]:
+    """Config order without repeats: a task listed twice must not produce duplicate groups."""
+    return list(dict.fromkeys(tasks))
 
 
 def build_ranking_splits(ml: MovieLens, cfg: DataConfig) -> dict[str, list[RankingRecord]]:
-    """Ranking records for train, val and test (see the module docstring for the semantics)."""
+    """Ranking records for train, val and test (the semantics are in the module docstring)."""
+    check_ids(ml)
     t1, t2 = time_cutoffs(ml.ratings, cfg)
-    items = {int(m): Item(t, tuple(g)) for m, t, g in zip(ml.items.movie_id, ml.items.title, ml.items.genres)}
-    profiles = {int(u): MemberProfile(int(a), str(g), str(o)) for u, a, g, o in ml.users.itertuples(index=False)}
-    pool = np.unique(ml.ratings.loc[ml.ratings.timestamp < t1, "movie_id"].to_numpy())
-    ratings = ml.ratings.sort_values(["user_id", "timestamp", "movie_id"], kind="stable")
+    members = _members(ml)
+    items = {int(m): Item(str(t), tuple(g)) for m, t, g in zip(ml.items.movie_id, ml.items.title, ml.items.genres)}
+    rated_before_t1 = np.unique(ml.ratings.loc[ml.ratings.timestamp < t1, "movie_id"].to_numpy())
+    builder = _Builder(
+        cfg=cfg,
+        tasks=_unique_tasks(cfg.tasks),
+        items=items,
+        candidates={movie: format_candidate(item) for movie, item in items.items()},
+        pool=rated_before_t1,
+        item_history=ItemHistory(ml.ratings) if cfg.item_stats else None,
+    )
 
-    members: list[_Member] = []
-    for user_id, frame in ratings.groupby("user_id", sort=True):
-        movies = frame.movie_id.to_numpy()
-        members.append(
-            _Member(int(user_id), profiles[int(user_id)], frame.timestamp.to_numpy(), movies, frame.rating.to_numpy(), np.setdiff1d(pool, movies))
-        )
-
-    eval_members = _eval_member_subset(members, t1, t2, cfg)
-    splits: dict[str, list[RankingRecord]] = {split: [] for split in SPLITS}
-    train_groups: list[list[RankingRecord]] = []
-    for member in members:
-        for position in _train_positions(member, t1, cfg):
-            train_groups.extend(_groups_at(member, position, None, t1, items, cfg))
-        if member.user_id in eval_members:
-            for split, (lo, hi) in (("val", (t1, t2)), ("test", (t2, None))):
-                for position in _window_positions(member.ts, lo, hi, cfg.eval_stride):
-                    splits[split].extend(r for g in _groups_at(member, position, lo, hi, items, cfg) for r in g)
-    if cfg.max_train_groups is not None and len(train_groups) > cfg.max_train_groups:
-        keep = np.sort(np.random.default_rng([cfg.seed, 1]).choice(len(train_groups), cfg.max_train_groups, replace=False))
-        train_groups = [train_groups[i] for i in keep]
-    splits["train"] = [r for g in train_groups for r in g]
+    plans = _plan_groups(members, _collect_snapshots(members, t1, t2, cfg), builder.tasks, cfg)
+    with gc_paused():
+        splits = {split: builder.records(members, plan, split) for split, plan in plans.items()}
     for split, records in splits.items():
         if not records:
-            raise DataError(f"MovieLens: the {split} split is empty with this data config (check the quantiles, min_history and caps)")
+            raise DataError(
+                f"MovieLens: the {split} split is empty with this data config (T1={t1}, T2={t2}); check "
+                "data.val_start_quantile, data.test_start_quantile, data.min_history and the caps"
+            )
     return splits
 
 
-def _window_positions(ts: np.ndarray, lo: int, hi: int | None, stride: int) -> range:
-    """Snapshot positions of one member inside [lo, hi): the first interaction there, then every ``stride``."""
-    start = int(np.searchsorted(ts, lo, side="left"))
-    end = len(ts) if hi is None else int(np.searchsorted(ts, hi, side="left"))
-    return range(start, end, stride)
+def _collect_snapshots(members: list[_Member], t1: int, t2: int, cfg: DataConfig) -> dict[str, list[_Snapshot]]:
+    """Every member's snapshots per split, before any cap."""
+    snapshots: dict[str, list[_Snapshot]] = {split: [] for split in SPLITS}
+    for index, m in enumerate(members):
+        i1, i2, n = m.index_of_time(t1), m.index_of_time(t2), len(m.ts)
+        for split, first, stop, stride in (
+            ("train", cfg.min_history, i1, cfg.train_stride),
+            ("val", i1, i2, cfg.eval_stride),
+            ("test", i2, n, cfg.eval_stride),
+        ):
+            snapshots[split] += [_Snapshot(index, s, stop) for s in _snapshots(m, first, stop, stride, cfg.min_history)]
+    return snapshots
 
 
-def _train_positions(member: _Member, t1: int, cfg: DataConfig) -> range:
-    end = int(np.searchsorted(member.ts, t1, side="left"))  # first interaction at/after T1
-    return range(cfg.min_history, end, cfg.train_stride)
+def _plan_groups(
+    members: list[_Member], snapshots: dict[str, list[_Snapshot]], tasks: list[str], cfg: DataConfig
+) -> dict[str, list[tuple[_Snapshot, str]]]:
+    """The (snapshot, task) groups each split will hold, after the caps, in record order."""
+    eval_members = _choose_eval_members(
+        {members[s.member].user_id for s in snapshots["val"]}, {members[s.member].user_id for s in snapshots["test"]}, cfg
+    )
+    plans: dict[str, list[tuple[_Snapshot, str]]] = {}
+    for split, snaps in snapshots.items():
+        if split != "train":
+            snaps = [s for s in snaps if members[s.member].user_id in eval_members]
+        plans[split] = _ordered_groups(snaps, tasks)
+    if cfg.max_train_groups is not None and len(plans["train"]) > cfg.max_train_groups:
+        keep = _rng(cfg.seed, _TRAIN_SUBSAMPLE).choice(len(plans["train"]), size=cfg.max_train_groups, replace=False)
+        plans["train"] = [plans["train"][i] for i in np.sort(keep)]
+    return plans
 
 
-def _eval_member_subset(members: list[_Member], t1: int, t2: int, cfg: DataConfig) -> set[int]:
-    eligible = sorted(m.user_id for m in members if m.ts[-1] >= t1)
-    if cfg.max_eval_members is None or len(eligible) <= cfg.max_eval_members:
-        return set(eligible)
-    # prefer members with test interactions, so the test split keeps its size
-    with_test = [u for u in eligible if next(m for m in members if m.user_id == u).ts[-1] >= t2]
-    rng = np.random.default_rng([cfg.seed, 2])
-    chosen = list(rng.choice(with_test, min(len(with_test), cfg.max_eval_members), replace=False))
-    rest = [u for u in eligible if u not in set(chosen)]
-    if len(chosen) < cfg.max_eval_members and rest:
-        chosen += list(rng.choice(rest, cfg.max_eval_members - len(chosen), replace=False))
-    return {int(u) for u in chosen}
-
-
-def _groups_at(
-    member: _Member, position: int, lo: int | None, hi: int | None, items: dict[int, Item], cfg: DataConfig
-) -> list[list[RankingRecord]]:
-    """The groups (one per task) of one member snapshot whose first candidate is ``position``."""
-    ts, movies = member.ts, member.movies
-    history_end = int(np.searchsorted(ts, ts[position], side="left"))  # strictly earlier than the first candidate
-    if history_end < cfg.min_history:
-        return []
-    start = max(0, history_end - cfg.history_len)
-    history = [HistoryItem(items[int(movies[j])], int(member.ratings[j])) for j in range(start, history_end)]
-    history_max_ts = int(ts[history_end - 1])
-    window = [j for j in range(position, min(position + cfg.candidates_per_member, len(ts))) if hi is None or ts[j] < hi]
-    groups = []
-    for task in cfg.tasks:
-        prefix = format_prefix(task, member.profile, history)
-        if task == "next":
-            cands = _next_candidates(member, position, cfg)
-        else:
-            threshold = 4 if task == "like" else 5
-            cands = [(int(movies[j]), int(member.ratings[j] >= threshold), int(ts[j])) for j in window]
-        if not cands:
-            continue
-        groups.append(
-            [
-                RankingRecord.model_construct(
-                    member_id=str(member.user_id), task=task, prefix=prefix, candidate=format_candidate(items[movie]),
-                    label=label, item_id=str(movie), ts=when, history_max_ts=history_max_ts,
-                )
-                for movie, label, when in cands
-            ]
-        )
-    return groups
-
-
-def _next_candidates(member: _Member, position: int, cfg: DataConfig) -> list[tuple[int, int, int]]:
-    rng = np.random.default_rng([cfg.seed, member.user_id, position])
-    count = min(cfg.candidates_per_member - 1, len(member.unrated_pool))
-    negatives = rng.choice(member.unrated_pool, count, replace=False)
-    when = int(member.ts[position])
-    cands = [(int(member.movies[position]), 1, when)] + [(int(m), 0, when) for m in negatives]
-    return [cands[i] for i in rng.permutation(len(cands))]
+def _ordered_groups(snaps: list[_Snapshot], tasks: list[str]) -> list[tuple[_Snapshot, str]]:
+    """(snapshot, task) pairs ordered by (member, task, snapshot): the record order the splits promise."""
+    by_member: dict[int, list[_Snapshot]] = {}
+    for snap in snaps:
+        by_member.setdefault(snap.member, []).append(snap)
+    return [
+        (snap, task)
+        for member in sorted(by_member)
+        for task in tasks
+        for snap in sorted(by_member[member], key=lambda s: s.start)
+    ]
 
 
 def summarize(splits: dict[str, list[RankingRecord]]) -> dict[str, Any]:
-    """Per split and task: groups, records and positive rate (for metrics.json and the CLI)."""
+    """Per split and task: members, groups, records and positive rate (for metrics.json and the CLI).
+
+    A group is a run of consecutive records with the same (member, task, prefix), which is
+    how the builder lays them out.
+    """
     out: dict[str, Any] = {}
     for split, records in splits.items():
-        per_task: dict[str, Any] = {}
-        for task in sorted({r.task for r in records}):
-            rows = [r for r in records if r.task == task]
-            per_task[task] = {
-                "groups": len({(r.member_id, r.prefix) for r in rows}),
-                "records": len(rows),
-                "positive_rate": float(np.mean([r.label for r in rows])),
+        stats: dict[str, dict[str, Any]] = {}
+        previous: tuple[str, str, str] | None = None
+        for r in records:
+            s = stats.setdefault(r.task, {"members": set(), "groups": 0, "records": 0, "positives": 0})
+            key = (r.member_id, r.task, r.prefix)
+            if key != previous:
+                s["groups"] += 1
+                previous = key
+            s["members"].add(r.member_id)
+            s["records"] += 1
+            s["positives"] += r.label
+        out[split] = {
+            task: {
+                "members": len(s["members"]),
+                "groups": s["groups"],
+                "records": s["records"],
+                "positive_rate": s["positives"] / s["records"],
             }
-        out[split] = per_task
+            for task, s in sorted(stats.items())
+        }
     return out

@@ -2,25 +2,34 @@
 
 Tokenization contract: the prefix ends with a newline and the candidate starts with a
 letter, so a byte-level BPE tokenizes ``prefix + candidate`` exactly as the prefix's
-tokens followed by the candidate's. That is what lets a member's k candidates share the
-prefix token for token (KV-cache reuse offline and prefix caching in serving). The
-candidate ends with "Answer:" and the answer token (" yes" / " no") follows.
+tokens followed by the candidate's (no token straddles the boundary). That is what lets
+a member's k candidates share the prefix token for token: KV-cache reuse offline and
+prefix caching in serving. The candidate ends with "Answer:" and the answer token
+(" yes" / " no") follows.
+
+Texts are deliberately compact (one line per history item, no prose): the prefix
+dominates the token count and the models train on a CPU.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 TASK_INSTRUCTIONS: dict[str, str] = {
     "like": "Task: will the member rate this movie 4 stars or more?",
     "love": "Task: will the member rate this movie 5 stars?",
     "next": "Task: is this the next movie the member will rate?",
 }
+CANDIDATE_LABEL = "Movie: "
+ANSWER_CUE = "Answer:"
 
 
 @dataclass(frozen=True)
 class MemberProfile:
+    """What the prompt shows about a member; demographics only, so it is the same at any time."""
+
     age: int
     gender: str
     occupation: str
@@ -28,28 +37,72 @@ class MemberProfile:
 
 @dataclass(frozen=True)
 class Item:
+    """What the prompt shows about an item (MovieLens titles already carry the year)."""
+
     title: str
     genres: tuple[str, ...]
+
+    @cached_property
+    def text(self) -> str:
+        """``title | genre, genre`` (``unknown`` when the item has no genre).
+
+        Computed once per item: a catalogue's items recur in thousands of histories.
+        """
+        genres = ", ".join(_one_line(g) for g in self.genres) or "unknown"
+        return f"{_one_line(self.title)} | {genres}"
+
+
+@dataclass(frozen=True)
+class ItemStats:
+    """What was known about an item at decision time: its ratings so far and their mean."""
+
+    count: int
+    mean: float
+
+
+POPULARITY = ((200, "very popular"), (100, "popular"), (30, "known"), (5, "niche"), (0, "new"))
+
+
+def stats_text(stats: ItemStats) -> str:
+    """Coarse words and a half-star mean: a small model generalizes over these better than raw counts."""
+    label = next(name for floor, name in POPULARITY if stats.count >= floor)
+    return label if stats.count == 0 else f"{label}, avg {round(stats.mean * 2) / 2:.1f}"
 
 
 @dataclass(frozen=True)
 class HistoryItem:
+    """A past interaction: the item and the member's rating of it."""
+
     item: Item
     rating: int
 
 
+def _one_line(text: str) -> str:
+    """Fold line breaks into spaces: one history line per item is what keeps prompts parseable."""
+    return " ".join(str(text).split())
+
+
 def item_text(item: Item) -> str:
-    """Title (MovieLens titles carry the year) and genres."""
-    return f"{item.title} | {', '.join(item.genres) or 'unknown'}"
+    """``title | genre, genre``: how an item reads in a history line and in a candidate."""
+    return item.text
 
 
 def format_prefix(task: str, member: MemberProfile, history: Sequence[HistoryItem]) -> str:
     """Instruction, profile and rated history (oldest first, most recent last); ends with a newline."""
-    lines = [TASK_INSTRUCTIONS[task], f"Member: {member.age}, {member.gender}, {member.occupation}", "History:"]
-    lines.extend(f"{item_text(h.item)} | {h.rating}" for h in history)
+    try:
+        instruction = TASK_INSTRUCTIONS[task]
+    except KeyError:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASK_INSTRUCTIONS)}") from None
+    lines = [
+        instruction,
+        f"Member: {member.age}, {_one_line(member.gender)}, {_one_line(member.occupation)}",
+        "History:",
+    ]
+    lines.extend(f"{h.item.text} | {h.rating}" for h in history)
     return "\n".join(lines) + "\n"
 
 
-def format_candidate(item: Item) -> str:
-    """The item and the question; the answer token follows "Answer:"."""
-    return f"Movie: {item_text(item)}\nAnswer:"
+def format_candidate(item: Item, stats: ItemStats | None = None) -> str:
+    """The item (with its stats so far, if given) and the question; starts with a letter, ends with "Answer:"."""
+    extra = f" | {stats_text(stats)}" if stats is not None else ""
+    return f"{CANDIDATE_LABEL}{item_text(item)}{extra}\n{ANSWER_CUE}"

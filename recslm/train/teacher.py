@@ -14,6 +14,8 @@ from recslm.evaluate.scoring import make_groups, score_records
 from recslm.models.factory import build_model, describe, directory_bytes, load_model, save_model
 from recslm.train.sft import LogFn, train_answer_model
 
+VAL_LOSS_GROUPS = 300  # the validation loss is a health check, not the quality metric (AUC is): keep it cheap
+
 
 def make_teacher(
     cfg: TeacherConfig,
@@ -50,7 +52,9 @@ def make_teacher(
             train_examples_per_s=round(report.examples_per_s, 2),
             resumed_from=report.resumed_from,
         )
-    val = score_records(model, tokenizer, load_split(data_dir, "val"))
+    val_records = load_split(data_dir, "val")
+    val_groups = make_groups(val_records, tokenizer)[:VAL_LOSS_GROUPS]
+    val = score_records(model, tokenizer, val_records, groups=val_groups)
     save_model(model, tokenizer, out_dir / "model")
-    metrics.update(val_loss=val.loss, bytes=directory_bytes(out_dir / "model"), **describe(model))
+    metrics.update(val_loss=val.loss, val_loss_groups=len(val_groups), bytes=directory_bytes(out_dir / "model"), **describe(model))
     return metrics
