@@ -27,15 +27,15 @@ config_app = typer.Typer(help="Inspect pipeline configs.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+console = Console()
+err_console = Console(stderr=True)
 
 ConfigArg = Annotated[Path, typer.Argument(help="Pipeline config YAML (e.g. configs/demo.yaml).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: --set teacher.train.epochs=2 (repeatable).")]
 
 
 def _fail(exc: RecslmError) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -76,7 +76,7 @@ def print_summary(summary: dict) -> None:
             f"{m['auc_mean']:.4f}", f"{m['auc_delta_pct']:+.2f}",
         )
     console.print(models)
-    console.print(f"summary: {Path(summary['run_dir']) / 'summary.json'}")
+    console.print(f"summary: {Path(summary['run_dir']) / 'summary.json'}", soft_wrap=True)
 
 
 @app.command("eval")
@@ -157,7 +157,7 @@ def data_check(
     except RecslmError as exc:
         raise _fail(exc) from None
     tasks = sorted({r.task for r in loaded.records})
-    console.print(f"{path}: {len(loaded.records)} valid records, {loaded.bad_rows} bad rows skipped, tasks {tasks}")
+    console.print(f"{path}: {len(loaded.records)} valid records, {loaded.bad_rows} bad rows skipped, tasks {tasks}", soft_wrap=True)
 
 
 @config_app.command("show")

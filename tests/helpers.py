@@ -12,8 +12,11 @@ from recslm.models.factory import build_model
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"]
 
 
+LIKED = {"Action", "Comedy", "Drama"}
+
+
 def synthetic_records(members: int = 12, k: int = 4, seed: int = 0) -> list[RankingRecord]:
-    """Records with a learnable rule: the member likes the genre named in their profile."""
+    """Records with a learnable rule: a candidate is a yes when its genre is one of LIKED."""
     rng = random.Random(seed)
     records = []
     for m in range(members):
@@ -22,11 +25,11 @@ def synthetic_records(members: int = 12, k: int = 4, seed: int = 0) -> list[Rank
         prefix = f"Task: will the member like this movie?\nMember: likes {fav}\nHistory:\n{history}"
         for task in ("like", "next"):
             for c in range(k):
-                genre = fav if c % 2 == 0 else rng.choice([g for g in GENRES if g != fav])
+                genre = rng.choice(sorted(LIKED)) if c % 2 == 0 else rng.choice([g for g in GENRES if g not in LIKED])
                 records.append(
                     RankingRecord(
                         member_id=str(m), task=task, prefix=prefix,
-                        candidate=f"Movie: Title {rng.randint(1, 500)} | {genre}\nAnswer:", label=int(genre == fav),
+                        candidate=f"Movie: Title {rng.randint(1, 500)} | {genre}\nAnswer:", label=int(genre in LIKED),
                     )
                 )
     return records

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from recslm.config import TrainConfig
 from recslm.evaluate.metrics import auc_per_task, mean_auc
@@ -28,21 +29,30 @@ def test_training_learns_a_learnable_rule(tmp_path):
     assert len(losses) >= 10 and np.mean(losses[-3:]) < np.mean(losses[:3])
 
 
-def test_resume_from_last_checkpoint(tmp_path):
+class SimulatedCrash(RuntimeError):
+    pass
+
+
+def test_resume_from_last_checkpoint_after_a_crash(tmp_path):
     records = synthetic_records(members=16)
     tokenizer = tiny_tokenizer(records)
     groups = make_groups(records, tokenizer)
-    first = tiny_model(tokenizer, "llama")
-    cfg = TrainConfig(max_steps=4, save_steps=2, groups_per_batch=4, learning_rate=1e-3)
-    report = train_answer_model(first, tokenizer, groups, cfg, tmp_path, seed=0)
-    assert report.resumed_from is None and (tmp_path / "checkpoint-4").is_dir()
-    # a "retry" with a longer budget picks up at step 4 instead of starting over
+    cfg = TrainConfig(max_steps=6, save_steps=2, groups_per_batch=4, learning_rate=1e-3)
+
+    def crash_at_step_5(step: int, total: int) -> None:
+        if step == 5:
+            raise SimulatedCrash("worker lost")
+
+    with pytest.raises(SimulatedCrash):
+        train_answer_model(tiny_model(tokenizer, "llama"), tokenizer, groups, cfg, tmp_path / "run", seed=0, on_step=crash_at_step_5)
+    assert (tmp_path / "run" / "checkpoint-4").is_dir()
+    # the retry starts from a fresh process state (new model object) and resumes at step 4
     resumed = tiny_model(tokenizer, "llama", seed=1)
-    report2 = train_answer_model(resumed, tokenizer, groups, cfg.model_copy(update={"max_steps": 6}), tmp_path, seed=0)
-    assert report2.resumed_from == "checkpoint-4" and report2.steps == 6
-    # and it equals training 6 steps without interruption
+    report = train_answer_model(resumed, tokenizer, groups, cfg, tmp_path / "run", seed=0)
+    assert report.resumed_from == "checkpoint-4" and report.steps == 6
+    # and ends where an uninterrupted run ends
     straight = tiny_model(tokenizer, "llama")
-    train_answer_model(straight, tokenizer, groups, cfg.model_copy(update={"max_steps": 6}), tmp_path / "straight", seed=0)
+    train_answer_model(straight, tokenizer, groups, cfg, tmp_path / "straight", seed=0)
     a = score_records(resumed, tokenizer, records).scores
     b = score_records(straight, tokenizer, records).scores
-    assert np.abs(a - b).max() < 1e-4
+    assert np.abs(a - b).max() < 1e-5
