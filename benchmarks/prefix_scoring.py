@@ -35,6 +35,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=None, help="data artifact folder (default: build from the config)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--groups-per-batch", type=int, default=16)
+    parser.add_argument("--max-groups", type=int, default=600, help="score the first N member groups of the test split")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -50,6 +51,8 @@ def main() -> int:
         tokenizer = load_tokenizer(tokenizer_path(data_dir))
         model = build_model(cfg.teacher.arch, tokenizer, seed=0)
     model.eval()
+    groups = make_groups(records, tokenizer)[: args.max_groups]
+    records = [records[i] for g in groups for i in g.record_index]
     groups = make_groups(records, tokenizer)
     naive_tokens = sum(g.tokens_naive for g in groups)
     shared_tokens = sum(g.tokens_shared for g in groups)
