@@ -75,16 +75,23 @@ def answer_token_ids(tokenizer: PreTrainedTokenizerBase, where: str = "tokenizer
     return ids
 
 
+def encode_prefix(tokenizer: PreTrainedTokenizerBase, prefix: str) -> list[int]:
+    """Token ids of a shared prefix, with the tokenizer's special start (e.g. BOS)."""
+    return tokenizer.encode(prefix, add_special_tokens=True)
+
+
+def encode_candidate(tokenizer: PreTrainedTokenizerBase, candidate: str) -> list[int]:
+    """Token ids of a candidate suffix: no special tokens, it continues the prefix."""
+    return tokenizer.encode(candidate, add_special_tokens=False)
+
+
 def encode_parts(tokenizer: PreTrainedTokenizerBase, prefix: str, candidate: str) -> tuple[list[int], list[int]]:
-    """Token ids of the prefix (with the tokenizer's special prefix, e.g. BOS) and of the candidate.
+    """Token ids of prefix and candidate, tokenized separately.
 
     recslm always tokenizes the two parts separately and concatenates them, so the shared
     prefix is token-for-token identical across a member's candidates, offline and in serving.
     """
-    return (
-        tokenizer.encode(prefix, add_special_tokens=True),
-        tokenizer.encode(candidate, add_special_tokens=False),
-    )
+    return encode_prefix(tokenizer, prefix), encode_candidate(tokenizer, candidate)
 
 
 def same_vocabulary(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:

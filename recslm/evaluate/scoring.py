@@ -20,7 +20,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from recslm.data.records import RankingRecord
-from recslm.data.tokenizer import answer_token_ids, encode_parts
+from recslm.data.tokenizer import answer_token_ids, encode_candidate, encode_prefix
 
 
 @dataclass
@@ -52,10 +52,10 @@ def make_groups(records: Sequence[RankingRecord], tokenizer: PreTrainedTokenizer
         group = by_key.get(key)
         if group is None:
             if rec.prefix not in prefix_cache:
-                prefix_cache[rec.prefix] = encode_parts(tokenizer, rec.prefix, "")[0]
+                prefix_cache[rec.prefix] = encode_prefix(tokenizer, rec.prefix)
             group = Group(rec.member_id, rec.task, prefix_cache[rec.prefix], [], [])
             by_key[key] = group
-        group.candidate_ids.append(tokenizer.encode(rec.candidate, add_special_tokens=False))
+        group.candidate_ids.append(encode_candidate(tokenizer, rec.candidate))
         group.labels.append(int(rec.label))
         group.record_index.append(index)
     return list(by_key.values())

@@ -6,7 +6,6 @@ vanilla transformers, SGLang and vLLM load without recslm.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -109,6 +108,3 @@ def describe(model: PreTrainedModel) -> dict[str, object]:
         "num_experts": getattr(cfg, "num_local_experts", 1),
     }
 
-
-def read_config_json(folder: Path) -> dict:
-    return json.loads((Path(folder) / "config.json").read_text())

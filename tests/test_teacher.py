@@ -1,0 +1,54 @@
+"""The teacher stage: train from a spec, or load a trained teacher that shares the data's tokenizer."""
+
+from __future__ import annotations
+
+import pytest
+
+from recslm.config import ArchSpec, DataConfig, TeacherConfig, TrainConfig
+from recslm.data.build import build_data_artifact, tokenizer_path
+from recslm.data.records import write_records
+from recslm.data.tokenizer import load_tokenizer
+from recslm.errors import CheckpointError, TokenizerError
+from recslm.models.factory import build_model, save_model
+from recslm.train.teacher import make_teacher
+from tests.helpers import synthetic_records, tiny_tokenizer
+
+TINY = ArchSpec(family="mixtral", hidden_size=32, num_layers=1, num_heads=4, num_kv_heads=2, intermediate_size=32, num_experts=2, experts_per_token=1)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    src = tmp_path_factory.mktemp("records")
+    for split, seed in (("train", 0), ("val", 1), ("test", 2)):
+        write_records(synthetic_records(members=6, seed=seed), src / f"{split}.parquet")
+    out = tmp_path_factory.mktemp("data")
+    build_data_artifact(DataConfig(source="records", path=src, tokenizer={"vocab_size": 400}), out)
+    return out
+
+
+def test_trains_from_a_spec_and_saves_a_plain_directory(data_dir, tmp_path):
+    cfg = TeacherConfig(arch=TINY, train=TrainConfig(max_steps=3, groups_per_batch=4, save_steps=2))
+    metrics = make_teacher(cfg, data_dir, tmp_path / "out", tmp_path / "ckpt", seed=0)
+    assert metrics["steps"] == 3 and metrics["model_type"] == "mixtral" and metrics["num_experts"] == 2
+    assert metrics["val_loss"] > 0 and metrics["bytes"] > 0
+    assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
+
+
+def test_loads_a_trained_teacher_with_the_same_tokenizer(data_dir, tmp_path):
+    tokenizer = load_tokenizer(tokenizer_path(data_dir))
+    save_model(build_model(TINY, tokenizer, seed=3), tokenizer, tmp_path / "trained")
+    metrics = make_teacher(TeacherConfig(path=tmp_path / "trained"), data_dir, tmp_path / "out", tmp_path / "ckpt", seed=0)
+    assert metrics["loaded_from"] == str(tmp_path / "trained") and "steps" not in metrics
+
+
+def test_a_teacher_with_another_tokenizer_is_refused_before_work(data_dir, tmp_path):
+    other = tiny_tokenizer(synthetic_records(members=3, seed=9))
+    other.add_tokens(["<extra>"])
+    save_model(build_model(TINY, other, seed=0), other, tmp_path / "foreign")
+    with pytest.raises(TokenizerError, match="differs from the data stage's tokenizer"):
+        make_teacher(TeacherConfig(path=tmp_path / "foreign"), data_dir, tmp_path / "out", tmp_path / "ckpt", seed=0)
+
+
+def test_a_missing_teacher_directory_is_a_clear_error(data_dir, tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        make_teacher(TeacherConfig(path=tmp_path / "absent"), data_dir, tmp_path / "out", tmp_path / "ckpt", seed=0)
