@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
+CHUNK_ELEMENTS = 1 << 22  # logits per chunk: small enough that a chunk's temporaries stay a few tens of MB
 
 
 def token_divergence(
@@ -77,12 +78,13 @@ def distill_loss(
     kind: Divergence = "forward_kl",
     beta: float = 0.5,
     temperature: float = 1.0,
-    chunk_size: int | None = 1024,
+    chunk_size: int | None = -1,
 ) -> torch.Tensor:
     """Mean divergence over the masked positions, from hidden states and LM heads.
 
-    ``chunk_size=None`` computes all rows at once (the reference the chunked path must equal).
-    The teacher side never receives gradients.
+    ``chunk_size``: rows per chunk; -1 sizes chunks to about ``CHUNK_ELEMENTS`` logits
+    (16 MB of float32 per block, whatever the vocabulary); None computes all rows at once
+    (the reference the chunked path must equal). The teacher side never receives gradients.
     """
     s_rows = _masked_rows(student_hidden, mask)
     t_rows = _masked_rows(teacher_hidden, mask).detach()
@@ -95,6 +97,8 @@ def distill_loss(
             teacher_logits = teacher_head(t)
         return token_divergence(student_head(s), teacher_logits, kind, beta=beta, temperature=temperature).sum()
 
+    if chunk_size == -1:
+        chunk_size = max(1, CHUNK_ELEMENTS // student_head(s_rows[:1]).shape[-1])
     if chunk_size is None or chunk_size >= count:
         return block(s_rows, t_rows) / count
     total = s_rows.new_zeros((), dtype=torch.float32)
