@@ -39,6 +39,13 @@ def _fail(exc: RecslmError) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _bad_rows_policy(value: str) -> str:
+    """Validate --on-bad-rows (shared by `data check` and `eval`)."""
+    if value not in ("error", "skip"):
+        raise RecslmError(f"--on-bad-rows: expected error or skip, got {value!r}")
+    return value
+
+
 def _prefect_defaults() -> None:
     """Sensible Prefect defaults for a local run; anything set in the environment wins."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -100,9 +107,7 @@ def eval_(
                 raise RecslmError(f"{data}: no records/{split}.parquet; expected a data artifact folder")
             records, tok_dir = load_split(data, split), tokenizer_path(data)
         else:
-            if on_bad_rows not in ("error", "skip"):
-                raise RecslmError(f"--on-bad-rows: expected error or skip, got {on_bad_rows!r}")
-            loaded = load_records(data, on_bad_rows)  # type: ignore[arg-type]
+            loaded = load_records(data, _bad_rows_policy(on_bad_rows))  # type: ignore[arg-type]
             if loaded.bad_rows:
                 err_console.print(f"skipped {loaded.bad_rows} bad rows of {data}")
             records, tok_dir = loaded.records, None
@@ -151,9 +156,7 @@ def data_check(
     from recslm.data.records import load_records
 
     try:
-        if on_bad_rows not in ("error", "skip"):
-            raise RecslmError(f"--on-bad-rows: expected error or skip, got {on_bad_rows!r}")
-        loaded = load_records(path, on_bad_rows)  # type: ignore[arg-type]
+        loaded = load_records(path, _bad_rows_policy(on_bad_rows))  # type: ignore[arg-type]
     except RecslmError as exc:
         raise _fail(exc) from None
     tasks = sorted({r.task for r in loaded.records})

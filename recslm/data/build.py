@@ -14,11 +14,8 @@ import numpy as np
 
 from recslm.config import DataConfig
 from recslm.data.movielens import build_ranking_splits, load_movielens, summarize
-from recslm.data.records import RankingRecord, answer_text, load_record_splits, read_records, write_records
+from recslm.data.records import SPLITS, RankingRecord, answer_text, load_record_splits, read_records, write_records
 from recslm.data.tokenizer import answer_token_ids, load_tokenizer, train_bpe_tokenizer
-
-SPLITS = ("train", "val", "test")
-
 
 def records_path(data_dir: Path, split: str) -> Path:
     return Path(data_dir) / "records" / f"{split}.parquet"
