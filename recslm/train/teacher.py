@@ -12,7 +12,8 @@ from recslm.data.tokenizer import load_tokenizer, same_vocabulary
 from recslm.errors import TokenizerError
 from recslm.evaluate.scoring import make_groups, score_records
 from recslm.models.factory import build_model, describe, directory_bytes, load_model, save_model
-from recslm.train.sft import LogFn, train_answer_model
+from recslm.train.runner import LogFn
+from recslm.train.sft import train_answer_model
 
 VAL_LOSS_GROUPS = 300  # the validation loss is a health check, not the quality metric (AUC is): keep it cheap
 

@@ -1,0 +1,151 @@
+"""What every recslm training run shares: TrainingArguments from a TrainConfig, callbacks, resume.
+
+SFT (``recslm.train.sft``) and distillation (``recslm.train.distill``) differ only in their
+loss; both hand a ``Trainer`` subclass to :func:`fit`, which resumes from the last
+checkpoint in ``output_dir`` (model, optimizer, scheduler, RNG and data position), so a
+stage killed mid-run and started again continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from recslm.config import TrainConfig
+
+LogFn = Callable[[int, dict[str, float]], None]
+StepFn = Callable[[int, int], None]
+
+
+class ListDataset(Dataset):
+    """A list of ready-made training items (groups, or groups with teacher targets)."""
+
+    def __init__(self, items: Sequence[Any]):
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.items[index]
+
+
+def collate_list(batch: list[Any]) -> dict[str, Any]:
+    """Items have ragged shapes; the loss pads them itself, so the batch is the list."""
+    return {"items": batch}
+
+
+class ForwardLogs(TrainerCallback):
+    """Hands each Trainer log line (loss, learning rate, grad norm) to a callback, e.g. MLflow."""
+
+    def __init__(self, sink: LogFn):
+        self.sink = sink
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D102
+        numeric = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+        if numeric:
+            self.sink(state.global_step, numeric)
+
+
+class StepProgress(TrainerCallback):
+    """Reports optimizer steps to a progress callback (the CLI draws a rich bar)."""
+
+    def __init__(self, sink: StepFn):
+        self.sink = sink
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: D102
+        self.sink(state.global_step, state.max_steps)
+
+
+def callbacks(on_log: LogFn | None, on_step: StepFn | None) -> list[TrainerCallback]:
+    out: list[TrainerCallback] = []
+    if on_log is not None:
+        out.append(ForwardLogs(on_log))
+    if on_step is not None:
+        out.append(StepProgress(on_step))
+    return out
+
+
+def planned_steps(n_items: int, cfg: TrainConfig, world_size: int = 1) -> int:
+    """Optimizer steps the run will take (needed to turn the warmup ratio into steps)."""
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    per_step = cfg.groups_per_batch * max(world_size, 1)
+    return max(1, math.ceil(cfg.epochs * math.ceil(n_items / per_step)))
+
+
+def training_arguments(
+    cfg: TrainConfig,
+    output_dir: Path,
+    *,
+    n_items: int,
+    seed: int,
+    deepspeed: dict[str, Any] | None = None,
+) -> TrainingArguments:
+    """TrainingArguments for one run; ``deepspeed`` is a DeepSpeed config dict (ZeRO), or None."""
+    world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    steps = planned_steps(n_items, cfg, world_size)
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=cfg.groups_per_batch,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=int(cfg.warmup_ratio * steps),
+        lr_scheduler_type="cosine",
+        max_grad_norm=cfg.max_grad_norm,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        use_cpu=not torch.cuda.is_available(),
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        deepspeed=deepspeed,
+    )
+
+
+@dataclass
+class TrainReport:
+    steps: int
+    train_loss: float
+    wall_s: float
+    resumed_from: str | None
+    examples: int
+    groups: int
+    examples_per_s: float
+
+
+def fit(trainer: Trainer, output_dir: Path, *, examples: int, items: int) -> TrainReport:
+    """Train, resuming from the newest checkpoint under ``output_dir`` if there is one.
+
+    ``examples`` (candidates) and ``items`` (groups) turn the Trainer's items/s into
+    examples/s, the number users compare.
+    """
+    resume = get_last_checkpoint(str(output_dir)) if any(output_dir.glob("checkpoint-*")) else None
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    return TrainReport(
+        steps=result.global_step,
+        train_loss=float(result.training_loss),
+        wall_s=time.perf_counter() - start,
+        resumed_from=Path(resume).name if resume else None,
+        examples=examples,
+        groups=items,
+        examples_per_s=float(result.metrics.get("train_samples_per_second", 0.0)) * examples / max(items, 1),
+    )
