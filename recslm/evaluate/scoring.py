@@ -76,8 +76,42 @@ def _last_token_logits(model: PreTrainedModel, hidden: torch.Tensor, lengths: to
     return model.get_output_embeddings()(rows).float()
 
 
-def answer_logits_shared(model: PreTrainedModel, groups: Sequence[Group], pad_id: int) -> torch.Tensor:
-    """[N, V] next-token logits after each candidate of ``groups`` (in order), each prefix run once.
+@dataclass
+class SharedForward:
+    """Hidden states of a prefix-shared forward over several groups.
+
+    ``prefix_hidden`` [G, P, H] holds each group's prefix once (right-padded to P);
+    ``suffix_hidden`` [N, S, H] holds every candidate's suffix (right-padded to S) computed
+    on top of its own group's prefix cache; ``owner`` [N] maps candidates to groups.
+    """
+
+    prefix_hidden: torch.Tensor
+    prefix_len: torch.Tensor
+    suffix_hidden: torch.Tensor
+    suffix_len: torch.Tensor
+    owner: torch.Tensor
+
+    def answer_rows(self) -> torch.Tensor:
+        """[N, H]: the hidden state at each candidate's last token, where the answer is read."""
+        n = self.suffix_hidden.shape[0]
+        return self.suffix_hidden[torch.arange(n, device=self.suffix_hidden.device), self.suffix_len - 1]
+
+    def prompt_mask(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks of the positions that predict a prompt token: every real prefix position
+        (each counted once, since the prefix is shared), and every suffix position but the
+        last (the last predicts the answer)."""
+        prefix = torch.arange(self.prefix_hidden.shape[1], device=self.prefix_len.device)[None, :] < self.prefix_len[:, None]
+        suffix = torch.arange(self.suffix_hidden.shape[1], device=self.suffix_len.device)[None, :] < (self.suffix_len - 1)[:, None]
+        return prefix, suffix
+
+    def prompt_rows(self) -> torch.Tensor:
+        """[M, H]: hidden states at the prompt positions of :meth:`prompt_mask`, prefix rows first."""
+        prefix, suffix = self.prompt_mask()
+        return torch.cat([self.prefix_hidden[prefix], self.suffix_hidden[suffix]])
+
+
+def shared_forward(model: PreTrainedModel, groups: Sequence[Group], pad_id: int) -> SharedForward:
+    """Run ``groups`` through the decoder, each prefix once; return hidden states (no LM head).
 
     Several groups go through together so per-call overhead is paid once per batch:
     1. the prefixes run as one right-padded batch, filling a KV cache;
@@ -92,7 +126,7 @@ def answer_logits_shared(model: PreTrainedModel, groups: Sequence[Group], pad_id
     decoder = model.get_decoder()
     prefixes, prefix_len = _right_pad([g.prefix_ids for g in groups], pad_id)
     cache = DynamicCache(config=model.config)
-    decoder(input_ids=prefixes.to(device), cache=cache, use_cache=True)
+    prefix_out = decoder(input_ids=prefixes.to(device), cache=cache, use_cache=True)
     owner = torch.tensor([gi for gi, g in enumerate(groups) for _ in g.candidate_ids], dtype=torch.long)
     cache.batch_select_indices(owner.to(device))
     suffix, suffix_len = _right_pad([c for g in groups for c in g.candidate_ids], pad_id)
@@ -105,7 +139,12 @@ def answer_logits_shared(model: PreTrainedModel, groups: Sequence[Group], pad_id
         mask[:, :width] = (torch.arange(width)[None, :] < own_prefix_len[:, None]).long()
         mask = mask.to(device)
     out = decoder(input_ids=suffix.to(device), cache=cache, position_ids=positions.to(device), attention_mask=mask, use_cache=True)
-    return _last_token_logits(model, out.last_hidden_state, suffix_len.to(device))
+    return SharedForward(prefix_out.last_hidden_state, prefix_len.to(device), out.last_hidden_state, suffix_len.to(device), owner.to(device))
+
+
+def answer_logits_shared(model: PreTrainedModel, groups: Sequence[Group], pad_id: int) -> torch.Tensor:
+    """[N, V] next-token logits after each candidate of ``groups`` (in order), each prefix run once."""
+    return model.get_output_embeddings()(shared_forward(model, groups, pad_id).answer_rows()).float()
 
 
 def answer_logits_naive(model: PreTrainedModel, groups: Sequence[Group], pad_id: int) -> torch.Tensor:

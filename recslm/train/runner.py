@@ -8,7 +8,10 @@ stage killed mid-run and started again continues where it stopped.
 
 from __future__ import annotations
 
+import json
 import math
+import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +21,6 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from recslm.config import TrainConfig
 
@@ -131,15 +133,45 @@ class TrainReport:
     examples_per_s: float
 
 
+def _is_complete(checkpoint: Path) -> bool:
+    """The Trainer writes ``trainer_state.json`` after weights, optimizer, scheduler and RNG
+    state, so a checkpoint whose state file parses was written to the end."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """Newest checkpoint written to the end; half-written ones (a kill during the save) are deleted.
+
+    ``transformers.trainer_utils.get_last_checkpoint`` only looks at folder names, so a
+    process killed while saving would make the retry fail on its own leftovers.
+    """
+    found = sorted(
+        (int(m.group(1)), path)
+        for path in output_dir.glob("checkpoint-*")
+        if path.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", path.name))
+    )
+    for _, path in reversed(found):
+        if _is_complete(path):
+            return path
+        shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
 def fit(trainer: Trainer, output_dir: Path, *, examples: int, items: int) -> TrainReport:
     """Train, resuming from the newest checkpoint under ``output_dir`` if there is one.
 
     ``examples`` (candidates) and ``items`` (groups) turn the Trainer's items/s into
     examples/s, the number users compare.
     """
-    resume = get_last_checkpoint(str(output_dir)) if any(output_dir.glob("checkpoint-*")) else None
+    resume = last_complete_checkpoint(output_dir) if trainer.args.should_save else None
+    if trainer.args.world_size > 1:  # every rank must resume from the same step: rank 0 decides
+        resume = _broadcast(str(resume) if resume else None)
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     return TrainReport(
         steps=result.global_step,
         train_loss=float(result.training_loss),
@@ -149,3 +181,10 @@ def fit(trainer: Trainer, output_dir: Path, *, examples: int, items: int) -> Tra
         groups=items,
         examples_per_s=float(result.metrics.get("train_samples_per_second", 0.0)) * examples / max(items, 1),
     )
+
+
+def _broadcast(value: str | None) -> str | None:
+    """Rank 0's value on every rank (checkpoint choice must agree across DeepSpeed ranks)."""
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]

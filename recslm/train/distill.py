@@ -1,0 +1,256 @@
+"""White-box distillation of a ranking teacher into a student (paper §3, §5.1, §A.1).
+
+The predictive recipe, per batch of member groups (weights from ``DistillConfig``):
+
+    loss = kd_weight     * D(teacher || student) on the answer token (full vocabulary)
+         + ce_weight     * cross-entropy of the student's answer token to the label
+         + prompt_weight * D over every prompt token, averaged over their count
+
+with D the phase's divergence (forward KL by default; reverse KL; JSD(beta)). A phase
+with ``loss: sft`` is the cross-entropy-only baseline. Teacher and student run the same
+prefix-shared forward (``recslm.evaluate.scoring.shared_forward``), so the shared
+prefix is computed once per group for both; the prompt term goes through the chunked
+loss, so B×T×V logits are never materialized. The teacher is either run online in
+every step or replaced by stored top-k log-probs (``recslm.train.teacher_topk``).
+
+Phases run one after another, each from the previous phase's weights, each in its own
+checkpoint folder; a finished phase leaves its weights and report behind, so a stage
+killed in phase 2 resumes in phase 2 (from its last checkpoint), not from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, Trainer
+
+from recslm.config import DistillConfig, DistillPhase
+from recslm.data.tokenizer import answer_token_ids
+from recslm.errors import ConfigError, TokenizerError
+from recslm.evaluate.scoring import Group, shared_forward
+from recslm.train.losses import distill_loss, distill_loss_topk, token_divergence, topk_divergence
+from recslm.train.runner import LogFn, ListDataset, StepFn, TrainReport, callbacks, collate_list, fit, training_arguments
+from recslm.train.sft import answer_targets
+from recslm.train.teacher_topk import TopkStore, TopkTargets
+
+
+@dataclass
+class DistillItem:
+    """One training item: a member group, and the teacher's stored top-k for it (top-k mode)."""
+
+    group: Group
+    targets: TopkTargets | None = None
+
+
+@dataclass
+class RecipeWeights:
+    kd: float
+    ce: float
+    prompt: float
+
+    @classmethod
+    def of(cls, cfg: DistillConfig, phase: DistillPhase) -> RecipeWeights:
+        """The phase's weights: the recipe for a divergence, cross-entropy alone for ``sft``."""
+        if phase.loss == "sft":
+            return cls(kd=0.0, ce=1.0, prompt=0.0)
+        return cls(kd=cfg.kd_weight, ce=cfg.ce_weight, prompt=cfg.prompt_weight)
+
+
+def check_vocabulary(student: PreTrainedModel, teacher: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Teacher and student must index the same vocabulary, or the divergence compares unrelated tokens."""
+    sizes = {"tokenizer": len(tokenizer), "student": student.get_output_embeddings().weight.shape[0]}
+    if teacher is not None:
+        sizes["teacher"] = teacher.get_output_embeddings().weight.shape[0]
+    if sizes["student"] < len(tokenizer) or (teacher is not None and sizes["student"] != sizes["teacher"]):
+        raise TokenizerError(
+            "teacher/student vocabulary mismatch: output vocabulary sizes "
+            + ", ".join(f"{k}={v}" for k, v in sizes.items())
+            + "; a student must use the teacher's tokenizer (build it from an arch spec, or point "
+            "its path at a model trained with the same tokenizer)"
+        )
+
+
+def recipe_loss(
+    student: PreTrainedModel,
+    teacher: PreTrainedModel | None,
+    items: Sequence[DistillItem],
+    *,
+    kind: str,
+    weights: RecipeWeights,
+    answer_ids: dict[int, int],
+    pad_id: int,
+    beta: float,
+    temperature: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The recipe's loss on a batch and its parts (answer KD, answer CE, prompt KD), unweighted."""
+    groups = [it.group for it in items]
+    fwd = shared_forward(student, groups, pad_id)
+    head = student.get_output_embeddings()
+    answer_logits = head(fwd.answer_rows()).float()
+    ce = F.cross_entropy(answer_logits, answer_targets(groups, answer_ids, answer_logits.device))
+    parts: dict[str, float] = {"ce": float(ce.detach())}
+    loss = weights.ce * ce
+    if weights.kd == 0.0 and weights.prompt == 0.0:
+        return loss, parts
+    stored = TopkTargets.concat([it.targets for it in items]) if items[0].targets is not None else None
+    if stored is None:
+        if teacher is None:
+            raise ConfigError("distillation needs a teacher model or stored teacher top-k targets")
+        with torch.no_grad():
+            t_fwd = shared_forward(teacher, groups, pad_id)
+        t_head = teacher.get_output_embeddings()
+    if weights.kd:
+        if stored is None:
+            with torch.no_grad():
+                t_logits = t_head(t_fwd.answer_rows()).float()
+            kd = token_divergence(answer_logits, t_logits, kind, beta=beta, temperature=temperature).mean()
+        else:
+            kd = topk_divergence(answer_logits, stored.answer_ids, stored.answer_logprobs, kind, beta=beta, temperature=temperature).mean()
+        parts["kd"] = float(kd.detach())
+        loss = loss + weights.kd * kd
+    if weights.prompt:
+        if stored is None:
+            prompt = distill_loss(fwd.prompt_rows(), t_fwd.prompt_rows(), head, t_head, kind=kind, beta=beta, temperature=temperature)
+        else:
+            ids, lps = stored.prompt()
+            prompt = distill_loss_topk(fwd.prompt_rows(), head, ids, lps, kind=kind, beta=beta, temperature=temperature)
+        parts["prompt_kd"] = float(prompt.detach())
+        loss = loss + weights.prompt * prompt
+    return loss, parts
+
+
+class DistillTrainer(Trainer):
+    """Trainer whose loss is :func:`recipe_loss`; logs the loss parts beside the total."""
+
+    def __init__(
+        self, *args: Any, teacher: PreTrainedModel | None, kind: str, weights: RecipeWeights,
+        answer_ids: dict[int, int], pad_id: int, beta: float, temperature: float, **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.eval()
+            teacher.requires_grad_(False)
+        self.recipe = dict(kind=kind, weights=weights, answer_ids=answer_ids, pad_id=pad_id, beta=beta, temperature=temperature)
+        self._parts: dict[str, list[float]] = defaultdict(list)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
+        loss, parts = recipe_loss(model, self.teacher, inputs["items"], **self.recipe)
+        for name, value in parts.items():
+            self._parts[name].append(value)
+        return (loss, None) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:  # noqa: D102
+        for name, values in self._parts.items():
+            if values:
+                logs[f"loss_{name}"] = sum(values) / len(values)
+        self._parts.clear()
+        super().log(logs, *args, **kwargs)
+
+
+@dataclass
+class PhaseReport:
+    phase: int
+    loss: str
+    steps: int
+    train_loss: float
+    wall_s: float
+    resumed_from: str | None
+    examples_per_s: float
+    skipped: bool = False
+
+
+def _items(groups: Sequence[Group], topk: TopkStore | None) -> list[DistillItem]:
+    if topk is None:
+        return [DistillItem(g) for g in groups]
+    if len(topk) != len(groups):
+        raise ConfigError(f"teacher top-k holds {len(topk)} groups, the training data has {len(groups)}")
+    return [DistillItem(g, topk.targets(i)) for i, g in enumerate(groups)]
+
+
+def distill_student(
+    student: PreTrainedModel,
+    teacher: PreTrainedModel | None,
+    tokenizer: PreTrainedTokenizerBase,
+    groups: Sequence[Group],
+    cfg: DistillConfig,
+    work_dir: Path,
+    *,
+    seed: int,
+    phases: Sequence[DistillPhase] | None = None,
+    topk: TopkStore | None = None,
+    deepspeed: dict[str, Any] | None = None,
+    on_log: LogFn | None = None,
+    on_step: StepFn | None = None,
+) -> tuple[PreTrainedModel, list[PhaseReport]]:
+    """Run the distillation phases on ``student``; return the trained model and a report per phase.
+
+    ``phases`` defaults to ``cfg.phases`` (the SFT baseline passes its own). Each phase
+    checkpoints under ``work_dir/phase-<i>`` and, when finished, saves its weights to
+    ``phase-<i>/final`` with ``report.json``; a restarted run skips finished phases.
+    """
+    phases = list(phases if phases is not None else cfg.phases)
+    for i, phase in enumerate(phases):
+        if phase.on_policy_fraction > 0:
+            raise ConfigError(
+                f"distill.phases[{i}].on_policy_fraction={phase.on_policy_fraction}: on-policy sampling needs "
+                "generative data; ranking answers are a single token (set it to 0)"
+            )
+    needs_teacher = any(p.loss != "sft" for p in phases)
+    check_vocabulary(student, teacher if needs_teacher else None, tokenizer)
+    items = _items(groups, topk if needs_teacher else None)
+    answer_ids = answer_token_ids(tokenizer)
+    reports: list[PhaseReport] = []
+    for i, phase in enumerate(phases):
+        phase_dir = work_dir / f"phase-{i}"
+        final = phase_dir / "final"
+        if (phase_dir / "report.json").is_file():
+            student = AutoModelForCausalLM.from_pretrained(final)
+            reports.append(PhaseReport(**{**json.loads((phase_dir / "report.json").read_text()), "skipped": True}))
+            continue
+        if phase.train.threads:
+            torch.set_num_threads(phase.train.threads)
+        phase_dir.mkdir(parents=True, exist_ok=True)
+        trainer = DistillTrainer(
+            model=student,
+            args=training_arguments(phase.train, phase_dir, n_items=len(items), seed=seed + i, deepspeed=deepspeed),
+            train_dataset=ListDataset(items),
+            data_collator=collate_list,
+            processing_class=tokenizer,
+            callbacks=callbacks(_phase_log(on_log, i), on_step),
+            teacher=teacher if (needs_teacher and topk is None) else None,
+            kind=phase.loss if phase.loss != "sft" else "forward_kl",
+            weights=RecipeWeights.of(cfg, phase),
+            answer_ids=answer_ids,
+            pad_id=tokenizer.pad_token_id,
+            beta=cfg.beta,
+            temperature=cfg.temperature,
+        )
+        report: TrainReport = fit(trainer, phase_dir, examples=sum(len(g.labels) for g in groups), items=len(groups))
+        # every rank calls save_model: under ZeRO-3 it gathers the partitioned weights
+        # (rank 0 writes). Reloading from disk gives the next phase, and the caller, a plain
+        # model whatever DeepSpeed did to the one in memory.
+        trainer.save_model(str(final))
+        trainer.accelerator.wait_for_everyone()
+        student = AutoModelForCausalLM.from_pretrained(final)
+        out = PhaseReport(i, phase.loss, report.steps, report.train_loss, round(report.wall_s, 2), report.resumed_from, round(report.examples_per_s, 2))
+        if trainer.is_world_process_zero():
+            (phase_dir / "report.json").write_text(json.dumps(asdict(out)))
+        reports.append(out)
+    return student, reports
+
+
+def _phase_log(on_log: LogFn | None, phase: int) -> LogFn | None:
+    """Prefix curve names with the phase when there are several (phase 0 keeps plain names)."""
+    if on_log is None:
+        return None
+    if phase == 0:
+        return on_log
+    return lambda step, values: on_log(step, {f"phase{phase}_{k}": v for k, v in values.items()})
