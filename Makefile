@@ -8,6 +8,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 TORCH_SPEC ?= torch==2.13.0
 VENV := .venv
 STAMP := $(VENV)/.installed
+DS_STAMP := $(VENV)/.installed-deepspeed
 
 .PHONY: demo smoke test install clean
 
@@ -17,7 +18,7 @@ demo: $(STAMP)
 smoke: $(STAMP)
 	$(VENV)/bin/recslm run configs/smoke.yaml $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(DS_STAMP)
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 install: $(STAMP)
@@ -27,6 +28,17 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
+
+# The tests run DeepSpeed ZeRO for real, so `make test` adds the deepspeed extra (an sdist).
+# Its setup.py imports torch: --no-build-isolation builds it against the torch installed above
+# (an isolated build sees no torch and records torch 0.0). DS_BUILD_OPS=0: no C++ kernels at
+# install (Linux's default, made explicit; pre-building the CPU op took 4+ min); the one op a
+# CPU run needs is JIT-built on first use into ~/.cache/torch_extensions (2-3 min, once) and
+# reused. setuptools>=70.1 builds wheels without the `wheel` package.
+$(DS_STAMP): $(STAMP)
+	$(VENV)/bin/python -m pip install --quiet "setuptools>=70.1"
+	DS_BUILD_OPS=0 $(VENV)/bin/python -m pip install --quiet --no-build-isolation -e ".[test,deepspeed]"
+	touch $(DS_STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,7 +1,8 @@
 """The compress pipeline: the paper's checklist as one Prefect flow.
 
-This version runs data -> teacher -> evaluate; later stages (distill, select, profile,
-prune, quantize, deploy, bench) plug in after the teacher. A config that enables a stage
+This version runs data -> teacher -> evaluate -> [teacher_logits] -> distill (each
+student, and its SFT baseline) -> evaluate each -> select; later stages (profile,
+prune, quantize, deploy, bench) plug in after select. A config that enables a stage
 this version cannot run stops before any work, instead of being silently ignored.
 """
 
@@ -17,9 +18,11 @@ from prefect import flow, get_run_logger
 import recslm
 from recslm.config import PipelineConfig
 from recslm.errors import StageNotAvailableError
+from recslm.select import NoQualifyingStudentError, Selection
 from recslm.store import ArtifactRef
-from recslm.summary import RunSummary, StageRecord, model_record, write_summary
+from recslm.summary import ModelRecord, RunSummary, StageRecord, model_record, write_summary
 from tasks.data import data_task
+from tasks.distill import distill_task, model_name, select_task, teacher_logits_task
 from tasks.evaluate import evaluate_task
 from tasks.options import with_retries
 from tasks.teacher import teacher_task
@@ -29,7 +32,6 @@ from tasks.tracking import Tracker, TrackingHandle
 def unavailable_stages(config: PipelineConfig) -> list[str]:
     """Config switches for stages this version does not run yet."""
     wanted = {
-        "students (distill/select)": bool(config.students),
         "prune.enabled": config.prune.enabled,
         "quantize.enabled": config.quantize.enabled,
         "bench.enabled": config.bench.enabled,
@@ -66,7 +68,7 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
     missing = unavailable_stages(config)
     if missing:
         raise StageNotAvailableError(
-            "this version of recslm runs data -> teacher -> evaluate; the config enables " + ", ".join(missing)
+            "this version of recslm runs data -> teacher -> distill -> select; the config enables " + ", ".join(missing)
             + ": turn those off or upgrade recslm"
         )
     logger = get_run_logger()
@@ -78,25 +80,102 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
     logger.info("run %s: run folder %s, MLflow run %s", run_id, run_dir, parent)
     try:
         data = with_retries(data_task, config)(config, tracker.handle)
+        check_students(config, data)
         teacher = with_retries(teacher_task, config)(config, tracker.handle, data)
         teacher_eval = with_retries(evaluate_task, config)(config, tracker.handle, teacher, data, "teacher")
+        stages = {"data": data, "teacher": teacher, "evaluate": teacher_eval}
+        teacher_auc = float(teacher_eval.metrics["auc_mean"])
+        models = [model_record("teacher", "teacher", teacher_eval.metrics, teacher.key, teacher_auc)]
+        selection = None
+        if config.students:
+            trained = distill_students(config, tracker, data, teacher, stages)
+            for (name, role), (model, evaluation) in trained.items():
+                models.append(model_record(name, role, evaluation.metrics, model.key, teacher_auc))
+                stages[f"distill.{name}"] = model
+                stages[f"evaluate.{name}"] = evaluation
+                _log_student(tracker, model, evaluation, models[-1])
+            student_evals = {name: ev for (name, role), (_, ev) in trained.items() if role == "student"}
+            selected = with_retries(select_task, config)(config, tracker.handle, teacher_eval, student_evals)
+            stages["select"] = selected
+            selection = Selection.model_validate(selected.metrics)
+            figure = _delta_figure(config, models, run_dir)
+            tracker.log_artifact(parent, str(figure))
         summary = RunSummary(
             run_id=run_id,
             config_hash=config.config_hash(),
             wall_s=round(time.perf_counter() - started, 3),
-            stages={"data": _stage_record(data), "teacher": _stage_record(teacher), "evaluate": _stage_record(teacher_eval)},
-            models=[model_record("teacher", "teacher", teacher_eval.metrics, teacher.key, teacher_eval.metrics["auc_mean"])],
-            winner=None,
+            stages={name: _stage_record(ref) for name, ref in stages.items()},
+            models=models,
+            winner=selection.winner if selection else None,
             recslm_version=recslm.__version__,
             mlflow_run_id=parent,
             run_dir=str(run_dir.resolve()),
         )
         path = write_summary(summary, run_dir)
-        tracker.log_metrics(parent, {"teacher": {"auc": teacher_eval.metrics["auc"], "auc_mean": teacher_eval.metrics["auc_mean"]}, "wall_s": summary.wall_s})
+        tracker.log_metrics(parent, {m.name: {"auc": m.auc, "auc_mean": m.auc_mean, "auc_delta_pct": m.auc_delta_pct} for m in models})
+        tracker.log_metrics(parent, {"wall_s": summary.wall_s})
         tracker.log_artifact(parent, str(path))
+        if selection is not None:
+            logger.info("selection:\n%s", selection.table())
+            tracker.set_tags(parent, {"recslm.winner": selection.winner or ""})
+            if selection.winner is None:  # the summary is written: the error loses nothing already done
+                raise NoQualifyingStudentError(selection)
     except BaseException:
         tracker.end(parent, status="FAILED")
         raise
     tracker.end(parent)
     logger.info("run %s finished in %.1f s: %s", run_id, summary.wall_s, path)
     return summary
+
+
+def check_students(config: PipelineConfig, data: ArtifactRef) -> None:
+    """Fail on a student whose tokenizer differs from the teacher's before the teacher trains."""
+    if not any(spec.path is not None for spec in config.students):
+        return
+    from recslm.train.student import check_student_source  # transformers: only when a student has a path
+
+    for spec in config.students:
+        check_student_source(spec, data.path, config.teacher.trust_remote_code)
+
+
+def distill_students(
+    config: PipelineConfig, tracker: Tracker, data: ArtifactRef, teacher: ArtifactRef, stages: dict[str, ArtifactRef]
+) -> dict[tuple[str, str], tuple[ArtifactRef, ArtifactRef]]:
+    """Distill every student (and its SFT baseline if asked), then evaluate each.
+
+    Students are independent: up to ``execution.parallel_stages`` run at once as Prefect
+    task futures (on Slurm or Kubernetes each is its own job; locally they share the machine).
+    """
+    jobs = [(spec, "student") for spec in config.students]
+    if config.distill.sft_baseline:
+        jobs += [(spec, "sft_baseline") for spec in config.students]
+    topk = None
+    if config.distill.teacher_logits == "topk" and any(p.loss != "sft" for p in config.distill.phases):
+        topk = with_retries(teacher_logits_task, config)(config, tracker.handle, data, teacher)
+        stages["teacher_logits"] = topk
+    distill = with_retries(distill_task, config)
+    evaluate = with_retries(evaluate_task, config)
+    width = config.execution.parallel_stages
+    trained: dict[tuple[str, str], tuple[ArtifactRef, ArtifactRef]] = {}
+    for start in range(0, len(jobs), width):
+        wave = jobs[start : start + width]
+        futures = [distill.submit(config, tracker.handle, data, teacher, spec, role, topk) for spec, role in wave]
+        for (spec, role), future in zip(wave, futures):
+            model = future.result()
+            name = model_name(spec, role)
+            trained[(name, role)] = (model, evaluate(config, tracker.handle, model, data, name))
+    return trained
+
+
+def _log_student(tracker: Tracker, model: ArtifactRef, evaluation: ArtifactRef, record: ModelRecord) -> None:
+    """Put each student's quality beside its loss curves: one MLflow run per student has both."""
+    tracker.log_metrics(model.tracking_run_id, {"auc": record.auc, "auc_mean": record.auc_mean, "auc_delta_pct": record.auc_delta_pct, "params": record.params})
+
+
+def _delta_figure(config: PipelineConfig, models: list[ModelRecord], run_dir: Path) -> Path:
+    """The paper's Figure 2 for this run: mean-AUC delta per student, KD vs SFT."""
+    from recslm.evaluate.figures import DeltaBar, auc_delta_figure
+
+    sft = {m.name.removesuffix("-sft"): m.auc_delta_pct for m in models if m.role == "sft_baseline"}
+    bars = [DeltaBar(m.name, m.params, m.auc_delta_pct, sft.get(m.name)) for m in models if m.role == "student"]
+    return auc_delta_figure(bars, run_dir / "auc_delta.png", max_auc_drop_pct=config.select.max_auc_drop_pct)

@@ -234,11 +234,14 @@ class DistillConfig(StrictModel):
     topk: int = Field(64, ge=1, description="k for precomputed teacher log-probs.")
     sft_baseline: bool = Field(False, description="Also train each student with cross-entropy only, for comparison.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="How the student samples on-policy responses (generative data).")
+    seed: int | None = Field(None, description="Seed of student initialization and data order; empty = run.seed (vary it alone to measure seed noise with the same teacher).")
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
 
 
 class SelectConfig(StrictModel):
-    max_auc_drop_pct: float = Field(1.0, ge=0, description="Largest allowed relative drop of mean AUC vs the teacher, in percent.")
+    max_auc_drop_pct: float = Field(
+        1.0, ge=-100, description="Largest allowed relative drop of mean AUC vs the teacher, in percent (negative: the student must beat the teacher by that much)."
+    )
 
 
 class CalibrationConfig(StrictModel):
@@ -316,6 +319,9 @@ class ExecutionConfig(StrictModel):
     backend: Literal["local", "slurm", "kubernetes"] = Field("local", description="Where heavy stages run.")
     retries: int = Field(2, ge=0, description="Retries of a stage after a transient error (never for deterministic ones).")
     retry_delay_s: float = Field(10.0, ge=0, description="Seconds between retries.")
+    parallel_stages: int = Field(
+        1, ge=1, description="Independent stages (students) run at once. Locally they share the CPU/GPU: keep 1 unless it has room."
+    )
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
 

@@ -41,6 +41,7 @@ class ArtifactRef(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict, description="What the stage measured.")
     cached: bool = Field(False, description="True when the artifact was already in the store.")
     wall_s: float = Field(0.0, description="Seconds the stage took in this pipeline run (a lookup when cached).")
+    tracking_run_id: str | None = Field(None, description="MLflow run of this stage in this pipeline run, if tracking is on.")
 
     @property
     def path(self) -> Path:

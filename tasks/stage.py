@@ -70,7 +70,7 @@ def run_stage(
         tracker.log_params(run_id, params)
         tracker.log_metrics(run_id, cached.metrics)
         tracker.end(run_id)
-        return cached.model_copy(update={"wall_s": time.perf_counter() - started})
+        return cached.model_copy(update={"wall_s": time.perf_counter() - started, "tracking_run_id": run_id})
 
     run_id = tracker.start_stage(name or stage, {**tags, "recslm.cached": "false"})
     tracker.log_params(run_id, params)
@@ -88,4 +88,4 @@ def run_stage(
         raise
     tracker.log_metrics(run_id, {**metrics, "wall_s": wall_s})
     tracker.end(run_id)
-    return ref
+    return ref.model_copy(update={"tracking_run_id": run_id})

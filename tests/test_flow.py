@@ -21,11 +21,27 @@ def test_summary_json_follows_the_contract(smoke):
     summary = json.loads(path.read_text())
     assert set(summary) >= {"run_id", "config_hash", "wall_s", "stages", "models", "winner"}
     assert summary["run_id"] == "first" and summary["config_hash"] == smoke["cfg"].config_hash()
-    assert set(summary["stages"]) == {"data", "teacher", "evaluate"}
+    students = ["tiny-llama", "small-qwen3", "tiny-llama-sft", "small-qwen3-sft"]
+    assert set(summary["stages"]) == {"data", "teacher", "evaluate", "teacher_logits", "select"} | {
+        f"{stage}.{name}" for stage in ("distill", "evaluate") for name in students
+    }
     for rec in summary["stages"].values():
         assert set(rec) >= {"key", "uri", "cached", "wall_s", "metrics"} and rec["cached"] is False
-    (teacher,) = summary["models"]
+    teacher = summary["models"][0]
     assert teacher["role"] == "teacher" and teacher["params"] > 0 and teacher["bytes"] > 0
+    by_name = {m["name"]: m for m in summary["models"][1:]}
+    assert set(by_name) == set(students)
+    for name, m in by_name.items():
+        assert m["role"] == ("sft_baseline" if name.endswith("-sft") else "student")
+        assert m["key"] == summary["stages"][f"distill.{name}"]["key"] and 0 < m["params"] < teacher["params"]
+        assert m["auc_delta_pct"] == pytest.approx(100 * (m["auc_mean"] - teacher["auc_mean"]) / teacher["auc_mean"])
+    # the SFT baseline has the student's architecture and budget, and never sees the teacher
+    assert by_name["tiny-llama-sft"]["params"] == by_name["tiny-llama"]["params"]
+    assert set(json.loads((Path(summary["stages"]["distill.tiny-llama-sft"]["uri"]) / "stage.json").read_text())["inputs"]) == {"data"}
+    # select: the smallest student within the bar (50 % in the smoke config)
+    within = [m for m in by_name.values() if m["role"] == "student" and m["auc_delta_pct"] >= -50]
+    assert summary["winner"] == (min(within, key=lambda m: m["params"])["name"] if within else None)
+    assert summary["stages"]["select"]["metrics"]["winner"] == summary["winner"]
     assert set(teacher["auc"]) == {"like", "love", "next"}
     assert teacher["auc_mean"] == pytest.approx(sum(teacher["auc"].values()) / 3)
     assert teacher["auc_delta_pct"] == 0.0
@@ -66,23 +82,41 @@ def test_mlflow_holds_the_same_teacher_auc(smoke):
     assert parent.data.params["teacher.train.learning_rate"] == "0.003"
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     by_name = {run.info.run_name: run for run in children}
-    assert set(by_name) == {"data", "teacher", "evaluate-teacher"}
+    students = [m for m in summary["models"] if m["role"] != "teacher"]
+    assert set(by_name) == {"data", "teacher", "evaluate-teacher", "teacher_logits", "select"} | {
+        f"{stage}-{m['name']}" for stage in ("distill", "evaluate") for m in students
+    }
     assert by_name["evaluate-teacher"].data.metrics["auc_mean"] == pytest.approx(teacher["auc_mean"], abs=1e-12)
     curve = client.get_metric_history(by_name["teacher"].info.run_id, "train/loss")
     assert len(curve) >= 3 and curve[-1].step > curve[0].step
+    # one run per student holds its loss curves, AUC per task, delta and size
+    for m in students:
+        run = by_name[f"distill-{m['name']}"]
+        assert len(client.get_metric_history(run.info.run_id, "train/loss")) >= 3
+        assert run.data.metrics["auc_delta_pct"] == pytest.approx(m["auc_delta_pct"], abs=1e-9)
+        assert run.data.metrics["auc.like"] == pytest.approx(m["auc"]["like"], abs=1e-12)
+        assert run.data.metrics["params"] == m["params"]
+    kd = by_name["distill-tiny-llama"]
+    assert "train/loss_kd" in kd.data.metrics and "train/loss_prompt_kd" in kd.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"summary.json", "auc_delta.png"} <= artifacts
 
 
-def test_changing_one_stage_reruns_only_what_depends_on_it(smoke, prefect_harness):
+def test_no_qualifying_student_stops_with_the_table_and_keeps_everything(smoke, prefect_harness):
+    """A stricter bar re-runs only select; with no student within it the run stops with a table."""
     from flows.compress import compress
+    from recslm.select import NoQualifyingStudentError
 
     cfg = smoke["cfg"].model_copy(deep=True)
-    cfg.evaluate.prefix_sharing = False
-    summary = compress(cfg, run_id="naive-eval")
-    assert summary.stages["data"].cached and summary.stages["teacher"].cached
-    assert not summary.stages["evaluate"].cached
-    # naive scoring of the same model gives the same AUC as prefix-shared scoring
-    for task, auc in smoke["first"].models[0].auc.items():
-        assert summary.models[0].auc[task] == pytest.approx(auc, abs=1e-4)
+    cfg.select.max_auc_drop_pct = -99.0  # a student would need twice the teacher's AUC
+    assert smoke["first"].models[0].auc_mean > 0.51
+    with pytest.raises(NoQualifyingStudentError) as err:
+        compress(cfg, run_id="strict")
+    for name in ("tiny-llama", "small-qwen3", "below bar", "select.max_auc_drop_pct=-99"):
+        assert name in str(err.value)
+    summary = json.loads((smoke["root"] / "strict" / "summary.json").read_text())
+    assert summary["winner"] is None and not summary["stages"]["select"]["cached"]
+    assert all(rec["cached"] for name, rec in summary["stages"].items() if name != "select")
 
 
 def test_stage_this_version_cannot_run_stops_before_any_work(smoke, prefect_harness):

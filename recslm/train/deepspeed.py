@@ -48,7 +48,7 @@ def require_deepspeed() -> ModuleType:
         raise ConfigError(
             f"{_FIELD}.enabled is true but DeepSpeed is not installed ({exc}). Install it after torch, "
             "built against that torch: `pip install --no-build-isolation 'recslm[deepspeed]'` "
-            "(`make install` does this)."
+            "(from a checkout: `pip install --no-build-isolation -e '.[deepspeed]'`; `make test` does this)."
         ) from exc
     return deepspeed
 
@@ -71,9 +71,13 @@ def deepspeed_config(cfg: DeepSpeedConfig, train: TrainConfig) -> dict[str, Any]
       the partitioned weights when it saves, so every checkpoint's ``model.safetensors``
       holds full tensors that plain ``transformers`` (and SGLang) load without DeepSpeed.
     - Mixed precision follows ``TrainingArguments`` (``"auto"``) on a GPU and is off on a
-      CPU, where DeepSpeed's bf16/fp16 optimizers are not supported.
+      CPU: recslm trains CPU models in float32, and the CPU runs are tested that way.
     - ``steps_per_print`` matches ``train.logging_steps`` so DeepSpeed's own progress lines
       come at the same cadence as the Trainer's.
+
+    Raises ConfigError for a bad combination, and (see :func:`require_deepspeed`) when
+    DeepSpeed is not installed: callers build this before loading data and models, so
+    either mistake stops the stage before expensive work.
     """
     if not cfg.enabled:
         return None
@@ -82,6 +86,7 @@ def deepspeed_config(cfg: DeepSpeedConfig, train: TrainConfig) -> dict[str, Any]
             f"{_FIELD}.offload_params: parameter offload needs ZeRO stage 3 "
             f"({_FIELD}.zero_stage is {cfg.zero_stage}); set zero_stage: 3 or offload_params: false"
         )
+    require_deepspeed()
     zero: dict[str, Any] = {"stage": cfg.zero_stage}
     if cfg.zero_stage >= 2:
         zero.update(overlap_comm=torch.cuda.is_available(), contiguous_gradients=True, reduce_bucket_size="auto")

@@ -37,6 +37,7 @@ is a real response token here.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -46,13 +47,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
+from transformers.trainer_utils import get_last_checkpoint
 
 from recslm.config import DistillPhase, SamplingConfig, TrainConfig
 from recslm.data.reviews import GenerationRecord
 from recslm.data.tokenizer import encode_candidate, encode_prefix
-from recslm.errors import ConfigError, DataError, TokenizerError
+from recslm.errors import CheckpointError, ConfigError, DataError, TokenizerError
 from recslm.train.losses import CHUNK_ELEMENTS, distill_loss
 from recslm.train.runner import LogFn, ListDataset, StepFn, TrainReport, callbacks, collate_list, fit, training_arguments
 
@@ -534,6 +537,57 @@ def check_phases(phases: Sequence[DistillPhase], teacher: PreTrainedModel | None
             raise ConfigError(f"distill.phases.{i}: loss {phase.loss} needs a teacher")
 
 
+def finished_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The last checkpoint of ``folder`` and its trainer state, if that run reached its max_steps.
+
+    Needed because the Trainer, resumed from a checkpoint taken at its last step, still
+    runs one more step (at learning rate 0 under the cosine schedule, so the weights
+    survive, but an on-policy step still samples and every retry adds a checkpoint).
+    """
+    if not folder.is_dir():
+        return None
+    last = get_last_checkpoint(str(folder))
+    state_file = Path(last) / "trainer_state.json" if last else None
+    if state_file is None or not state_file.is_file():
+        return None
+    state = json.loads(state_file.read_text())
+    done = state.get("max_steps", 0) > 0 and state.get("global_step", 0) >= state["max_steps"]
+    return (Path(last), state) if done else None
+
+
+def load_checkpoint_weights(model: PreTrainedModel, checkpoint_dir: Path) -> bool:
+    """Load the safetensors weights of a Trainer checkpoint into ``model``; False if it holds none
+    (e.g. a DeepSpeed layout: the Trainer then resumes it itself).
+
+    Keys missing from the file are fine only for weights tied to a loaded one (a tied LM
+    head is saved once); anything else means the checkpoint is of another architecture.
+    """
+    files = sorted(checkpoint_dir.glob("model*.safetensors"))
+    if not files:
+        return False
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        state.update(load_file(file))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    own = model.state_dict()
+    loaded = {own[k].data_ptr() for k in state if k in own}
+    untied = [k for k in missing if own[k].data_ptr() not in loaded]
+    if unexpected or untied:
+        raise CheckpointError(f"{checkpoint_dir}: weights do not fit the model (missing {untied[:5]}, unexpected {unexpected[:5]})")
+    return True
+
+
+def _reloaded_report(index: int, phase: DistillPhase, folder: Path, checkpoint_dir: Path, state: dict[str, Any]) -> PhaseReport:
+    """The report of a phase that had already finished: nothing trained or sampled in this process."""
+    losses = [entry["loss"] for entry in state.get("log_history", []) if "loss" in entry]
+    return PhaseReport(
+        phase=index, loss=phase.loss, on_policy_fraction=phase.on_policy_fraction, checkpoint_dir=str(folder),
+        steps=int(state["global_step"]), train_loss=float(losses[-1]) if losses else float("nan"), wall_s=0.0,
+        resumed_from=checkpoint_dir.name, examples_seen=0, generated_examples=0, generated_tokens=0,
+        longest_generation=0, generations_ended_with_eos=0, extra={"already_finished": True},
+    )  # fmt: skip
+
+
 def _phase_log(sink: LogFn | None, index: int) -> LogFn | None:
     """Tag each log line with its phase (steps restart at 0 in every phase)."""
     if sink is None:
@@ -562,9 +616,10 @@ def distill_generative_phases(
     """Distill ``teacher`` into ``student`` (in place) through ``phases``, one after another.
 
     Phase i trains in ``output_dir/phase-{i}`` with its own ``train`` config and seed
-    ``seed + i``, starting from the weights phase i-1 ended with; a folder that already
-    holds checkpoints is resumed (a finished phase just reloads its final weights, so a
-    retried schedule continues where it stopped). ``beta`` and ``temperature`` shape the
+    ``seed + i``, starting from the weights phase i-1 ended with. A retried schedule
+    continues where it stopped: a phase whose folder holds its final checkpoint is not
+    run again, its weights are loaded; an interrupted phase resumes from its last
+    checkpoint (model, optimizer, scheduler, RNG and data position). ``beta`` and ``temperature`` shape the
     divergence; ``sampling`` (temperature, max_new_tokens) the on-policy samples;
     ``kd_weight`` / ``ce_weight`` weigh divergence and reference cross-entropy in
     divergence phases (an ``sft`` phase is cross-entropy only).
@@ -578,6 +633,10 @@ def distill_generative_phases(
     reports = []
     for i, phase in enumerate(phases):
         folder = Path(output_dir) / f"phase-{i}"
+        finished = finished_checkpoint(folder)
+        if finished is not None and load_checkpoint_weights(student, finished[0]):
+            reports.append(_reloaded_report(i, phase, folder, *finished))
+            continue
         settings = LossSettings(kind=phase.loss, kd_weight=kd_weight, ce_weight=ce_weight, beta=beta, temperature=temperature)
         plan = Sampling(phase.on_policy_fraction, sampling.temperature, sampling.max_new_tokens, seed + i)
         report, stats = _run(

@@ -115,8 +115,11 @@ def _chunked_mean(
 
 
 def _vocab(head: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor) -> int:
+    """Rows of the head's weight; under ZeRO-3 the weight is an empty shard and ``ds_shape`` is its real shape."""
     weight = getattr(head, "weight", None)
-    return int(weight.shape[0]) if weight is not None else int(head(rows[:1]).shape[-1])
+    if weight is None:
+        return int(head(rows[:1]).shape[-1])
+    return int(getattr(weight, "ds_shape", weight.shape)[0])
 
 
 def distill_loss(

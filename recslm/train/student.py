@@ -1,0 +1,127 @@
+"""The distill stage's library side: build or load one student, distill it, save it.
+
+Also the teacher_logits stage (teacher top-k computed once for all students). Both read
+the data and teacher artifacts from folders and write a standard Hugging Face model
+directory, so the Prefect task around them is a few lines.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal
+
+from recslm.config import DistillConfig, DistillPhase, StudentSpec
+from recslm.data.build import load_split, tokenizer_path
+from recslm.data.tokenizer import load_tokenizer, same_vocabulary
+from recslm.errors import TokenizerError
+from recslm.evaluate.scoring import make_groups
+from recslm.models.factory import build_model, describe, directory_bytes, load_model, save_model
+from recslm.train.distill import check_vocabulary, distill_student
+from recslm.train.runner import LogFn, StepFn
+from recslm.train.teacher_topk import FILE as TOPK_FILE
+from recslm.train.teacher_topk import TopkStore, compute_teacher_topk
+
+Role = Literal["student", "sft_baseline"]
+
+
+def check_student_source(spec: StudentSpec, data_dir: Path, trust_remote_code: bool = False) -> None:
+    """A student loaded from a directory must use the data's (= the teacher's) tokenizer.
+
+    Cheap (reads tokenizer files only), so the flow runs it for every student right after
+    the data stage, before any model trains.
+    """
+    if spec.path is None:
+        return
+    own = load_tokenizer(spec.path, trust_remote_code)
+    if not same_vocabulary(own, load_tokenizer(tokenizer_path(data_dir))):
+        raise TokenizerError(
+            f"students[{spec.name}].path {spec.path}: its tokenizer differs from the teacher's "
+            f"(the data stage's, {tokenizer_path(data_dir)}); teacher and student must share one vocabulary"
+        )
+
+
+def sft_phases(cfg: DistillConfig) -> list[DistillPhase]:
+    """The SFT baseline: the same phases and budget as distillation, cross-entropy only."""
+    return [phase.model_copy(update={"loss": "sft", "on_policy_fraction": 0.0}) for phase in cfg.phases]
+
+
+def make_student(
+    spec: StudentSpec,
+    cfg: DistillConfig,
+    role: Role,
+    data_dir: Path,
+    teacher_dir: Path,
+    out_dir: Path,
+    work_dir: Path,
+    *,
+    seed: int,
+    topk_dir: Path | None = None,
+    deepspeed: dict[str, Any] | None = None,
+    trust_remote_code: bool = False,
+    on_log: LogFn | None = None,
+    on_step: StepFn | None = None,
+) -> dict[str, Any]:
+    """Distill (or, for the SFT baseline, fine-tune) one student into ``out_dir/model``; return its metrics."""
+    check_student_source(spec, data_dir, trust_remote_code)
+    tokenizer = load_tokenizer(tokenizer_path(data_dir))
+    student = build_model(spec.arch, tokenizer, seed) if spec.arch is not None else load_model(spec.path, trust_remote_code)
+    phases = sft_phases(cfg) if role == "sft_baseline" else cfg.phases
+    needs_teacher = any(p.loss != "sft" for p in phases)
+    groups = make_groups(load_split(data_dir, "train"), tokenizer)
+    teacher = topk = None
+    if needs_teacher:
+        teacher = load_model(teacher_dir / "model", trust_remote_code)
+        check_vocabulary(student, teacher, tokenizer)  # before anything trains, in both teacher modes
+        if cfg.teacher_logits == "topk":
+            topk = TopkStore.load(topk_dir / TOPK_FILE, groups)
+            teacher = None  # the stored targets replace it: no teacher forward, no teacher memory
+    model, reports = distill_student(
+        student, teacher, tokenizer, groups, cfg, work_dir,
+        seed=seed, phases=phases, topk=topk, deepspeed=deepspeed, on_log=on_log, on_step=on_step,
+    )
+    save_model(model, tokenizer, out_dir / "model")
+    return {
+        "role": role,
+        "student": spec.name,
+        "teacher_logits": cfg.teacher_logits if needs_teacher else "none",
+        "phases": [asdict(r) for r in reports],
+        "train_wall_s": round(sum(r.wall_s for r in reports if not r.skipped), 2),
+        "train_examples_per_s": reports[-1].examples_per_s,
+        "train_loss": reports[-1].train_loss,
+        "bytes": directory_bytes(out_dir / "model"),
+        **describe(model),
+    }
+
+
+def make_teacher_topk(
+    data_dir: Path,
+    teacher_dir: Path,
+    out_dir: Path,
+    k: int,
+    *,
+    groups_per_batch: int = 8,
+    trust_remote_code: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Compute the teacher's top-k log-probs over the training groups into ``out_dir``."""
+    tokenizer = load_tokenizer(tokenizer_path(data_dir))
+    teacher = load_model(teacher_dir / "model", trust_remote_code)
+    groups = make_groups(load_split(data_dir, "train"), tokenizer)
+    done = 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if on_progress is not None:
+            on_progress(done, len(groups))
+
+    start = time.perf_counter()
+    store = compute_teacher_topk(teacher, groups, tokenizer.pad_token_id, k, groups_per_batch=groups_per_batch, on_groups=tick)
+    wall = time.perf_counter() - start
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store.save(out_dir / TOPK_FILE)
+    rows = sum(int(store.tensors[f"{p}_ids"].shape[0]) for p in ("answer", "prefix", "suffix"))
+    return {"k": store.k, "groups": len(groups), "rows": rows, "bytes": (out_dir / TOPK_FILE).stat().st_size, "wall_s": round(wall, 2)}
