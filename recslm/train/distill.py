@@ -142,7 +142,8 @@ class DistillTrainer(Trainer):
         self._parts: dict[str, list[float]] = defaultdict(list)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
-        loss, parts = recipe_loss(model, self.teacher, inputs["items"], **self.recipe)
+        # the plain model, not a DeepSpeed engine: see AnswerTokenTrainer.compute_loss
+        loss, parts = recipe_loss(self.accelerator.unwrap_model(model), self.teacher, inputs["items"], **self.recipe)
         for name, value in parts.items():
             self._parts[name].append(value)
         return (loss, None) if return_outputs else loss

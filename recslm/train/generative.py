@@ -416,6 +416,7 @@ class GenerativeTrainer(Trainer):
         self.stats.ended_with_eos += sum(1 for g in generated if g[-1] == self.eos_id)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
+        model = self.accelerator.unwrap_model(model)  # generate() and .config need the plain model
         examples, labelled = self.on_policy_batch(model, list(inputs["items"]))
         loss, _ = generative_loss(model, self.teacher, examples, self.settings, self.pad_id, labelled)
         return (loss, None) if return_outputs else loss

@@ -42,7 +42,10 @@ class AnswerTokenTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
         groups: list[Group] = inputs["items"]
-        logits = answer_logits_shared(model, groups, self.pad_id)
+        # the loss calls the decoder and head directly (prefix sharing), so it needs the plain
+        # model, not a DeepSpeed engine (whose ``config`` is DeepSpeed's dict); ZeRO's hooks
+        # sit on the submodules and still gather partitioned weights
+        logits = answer_logits_shared(self.accelerator.unwrap_model(model), groups, self.pad_id)
         loss = torch.nn.functional.cross_entropy(logits, answer_targets(groups, self.answer_ids, logits.device))
         return (loss, None) if return_outputs else loss
 
