@@ -76,13 +76,16 @@ def print_summary(summary: dict) -> None:
     tasks = sorted({t for m in summary["models"] for t in m["auc"]})
     models = Table(title="models (test AUC)")
     for col in ("model", "role", "params", *[f"AUC {t}" for t in tasks], "AUC mean", "delta %"):
-        models.add_column(col, justify="right" if col not in ("model", "role") else "left")
+        models.add_column(col, justify="right" if col not in ("model", "role") else "left", no_wrap=True)
     for m in summary["models"]:
         models.add_row(
             m["name"], m["role"], f"{m['params']:,}", *[f"{m['auc'].get(t, float('nan')):.4f}" for t in tasks],
             f"{m['auc_mean']:.4f}", f"{m['auc_delta_pct']:+.2f}",
         )
-    console.print(models)
+    # a log file or pipe gets rich's 80 columns, which would cut model names: use a wide console there
+    (console if console.is_terminal else Console(width=220)).print(models)
+    if summary.get("winner"):
+        console.print(f"winner: {summary['winner']}")
     console.print(f"summary: {Path(summary['run_dir']) / 'summary.json'}", soft_wrap=True)
 
 

@@ -40,3 +40,20 @@ def progress_bar(description: str) -> Iterator[ProgressFn]:
             progress.update(task_id, completed=done, total=total)
 
         yield update
+
+
+def counter(on_progress: ProgressFn | None, total: int) -> Callable[[int], None]:
+    """Turn per-batch counts (``tick(n)``) into ``on_progress(done, total)`` calls.
+
+    Scoring loops know how many items a batch held, not how many are done; this keeps
+    the running total so each loop does not carry its own.
+    """
+    done = 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if on_progress is not None:
+            on_progress(done, total)
+
+    return tick

@@ -15,6 +15,7 @@ from recslm.errors import TokenizerError
 from recslm.evaluate.metrics import auc_per_task, mean_auc
 from recslm.evaluate.scoring import make_groups, score_records
 from recslm.models.factory import count_parameters, directory_bytes, load_model
+from recslm.progress import counter
 
 
 def evaluate_records(
@@ -41,13 +42,7 @@ def evaluate_records(
         raise TokenizerError(f"{model_dir}: the model's tokenizer differs from the data's tokenizer in {data_tokenizer_dir}")
     model = load_model(model_dir, trust_remote_code)
     groups = make_groups(records, tokenizer)
-    done = 0
-
-    def tick(n: int) -> None:
-        nonlocal done
-        done += n
-        if on_progress is not None:
-            on_progress(done, len(groups))
+    tick = counter(on_progress, len(groups))
 
     result = score_records(model, tokenizer, records, prefix_sharing=prefix_sharing, groups=groups, groups_per_batch=groups_per_batch, on_group=tick)
     auc = auc_per_task(result.tasks, result.labels, result.scores)

@@ -19,6 +19,7 @@ from recslm.data.tokenizer import load_tokenizer, same_vocabulary
 from recslm.errors import TokenizerError
 from recslm.evaluate.scoring import make_groups
 from recslm.models.factory import build_model, describe, directory_bytes, load_model, save_model
+from recslm.progress import counter
 from recslm.train.distill import check_vocabulary, distill_student
 from recslm.train.runner import LogFn, StepFn
 from recslm.train.teacher_topk import FILE as TOPK_FILE
@@ -110,13 +111,7 @@ def make_teacher_topk(
     tokenizer = load_tokenizer(tokenizer_path(data_dir))
     teacher = load_model(teacher_dir / "model", trust_remote_code)
     groups = make_groups(load_split(data_dir, "train"), tokenizer)
-    done = 0
-
-    def tick(n: int) -> None:
-        nonlocal done
-        done += n
-        if on_progress is not None:
-            on_progress(done, len(groups))
+    tick = counter(on_progress, len(groups))
 
     start = time.perf_counter()
     store = compute_teacher_topk(teacher, groups, tokenizer.pad_token_id, k, groups_per_batch=groups_per_batch, on_groups=tick)
