@@ -52,3 +52,15 @@ def smoke(tmp_path_factory, prefect_harness, repo_root):
     second = compress(cfg, run_id="second")
     second_s = time.perf_counter() - start
     return {"cfg": cfg, "root": root, "first": first, "second": second, "first_s": first_s, "second_s": second_s}
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread: tiny models gain nothing from intra-op threads, and on a busy
+    2-core machine the hand-offs cost more than the math."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
