@@ -24,6 +24,7 @@ from recslm.summary import ModelRecord, RunSummary, StageRecord, model_record, w
 from tasks.data import data_task
 from tasks.distill import distill_task, model_name, select_task, teacher_logits_task
 from tasks.evaluate import evaluate_task
+from tasks.prune import profile_task, prune_task
 from tasks.options import with_retries
 from tasks.teacher import teacher_task
 from tasks.tracking import Tracker, TrackingHandle
@@ -32,7 +33,6 @@ from tasks.tracking import Tracker, TrackingHandle
 def unavailable_stages(config: PipelineConfig) -> list[str]:
     """Config switches for stages this version does not run yet."""
     wanted = {
-        "prune.enabled": config.prune.enabled,
         "quantize.enabled": config.quantize.enabled,
         "bench.enabled": config.bench.enabled,
         "execution.backend != local": config.execution.backend != "local",
@@ -68,9 +68,13 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
     missing = unavailable_stages(config)
     if missing:
         raise StageNotAvailableError(
-            "this version of recslm runs data -> teacher -> distill -> select; the config enables " + ", ".join(missing)
+            "this version of recslm runs data -> teacher -> distill -> select -> profile -> prune; the config enables " + ", ".join(missing)
             + ": turn those off or upgrade recslm"
         )
+    if config.prune.enabled:
+        from recslm.prune.schedule import plan
+
+        plan(config.prune)  # a meaningless schedule stops here, before any training
     logger = get_run_logger()
     run_id = run_id or new_run_id()
     run_dir = Path(config.run.root) / run_id
@@ -100,6 +104,9 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
             selection = Selection.model_validate(selected.metrics)
             figure = _delta_figure(config, models, run_dir)
             tracker.log_artifact(parent, str(figure))
+            if config.prune.enabled and selection.winner is not None:
+                winner = trained[(selection.winner, "student")][0]
+                models.append(prune_winner(config, tracker, data, winner, selection.winner, stages, teacher_auc))
         summary = RunSummary(
             run_id=run_id,
             config_hash=config.config_hash(),
@@ -165,6 +172,20 @@ def distill_students(
             name = model_name(spec, role)
             trained[(name, role)] = (model, evaluate(config, tracker.handle, model, data, name))
     return trained
+
+
+def prune_winner(
+    config: PipelineConfig, tracker: Tracker, data: ArtifactRef, winner: ArtifactRef, name: str, stages: dict[str, ArtifactRef], teacher_auc: float
+) -> ModelRecord:
+    """Profile the selected student, prune it on the configured schedule, evaluate the result."""
+    profile = with_retries(profile_task, config)(config, tracker.handle, winner, name)
+    pruned = with_retries(prune_task, config)(config, tracker.handle, data, winner, profile, name)
+    pruned_name = f"{name}-pruned"
+    evaluation = with_retries(evaluate_task, config)(config, tracker.handle, pruned, data, pruned_name)
+    stages.update({"profile": profile, "prune": pruned, f"evaluate.{pruned_name}": evaluation})
+    record = model_record(pruned_name, "pruned", evaluation.metrics, pruned.key, teacher_auc)
+    tracker.log_metrics(pruned.tracking_run_id, {"auc": record.auc, "auc_mean": record.auc_mean, "auc_delta_pct": record.auc_delta_pct, "params": record.params})
+    return record
 
 
 def _log_student(tracker: Tracker, model: ArtifactRef, evaluation: ArtifactRef, record: ModelRecord) -> None:

@@ -249,12 +249,30 @@ class CalibrationConfig(StrictModel):
     count: int = Field(128, ge=1, description="Calibration prompts.")
 
 
+class PruneStepConfig(StrictModel):
+    mlp_fraction: float = Field(0.0, ge=0, lt=1, description="Share of the original MLP neurons removed once this step is done (cumulative).")
+    heads_fraction: float = Field(0.0, ge=0, lt=1, description="Share of the original key/value groups removed once this step is done (cumulative).")
+
+
+class ProfileConfig(StrictModel):
+    context_lengths: list[int] = Field(default_factory=lambda: [128, 512, 1024], min_length=1, description="Prompt lengths (tokens) to time prefill at.")
+    repeats: int = Field(3, ge=1, description="Timed forward passes per length (the median is reported), after one warm-up.")
+    min_share: float = Field(0.25, ge=0, le=1, description="With prune.parts: auto, a part (attention or MLP) below this share of layer time at the longest length is not pruned.")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; empty = torch's default.")
+
+
 class PruneConfig(StrictModel):
-    enabled: bool = Field(False, description="Run the prune stage.")
+    enabled: bool = Field(False, description="Run the profile and prune stages on the selected student.")
     method: Literal["osscar", "magnitude", "wanda", "variance"] = Field("osscar", description="Pruning algorithm.")
     mlp_fraction: float = Field(0.0, ge=0, lt=1, description="Fraction of MLP neurons to remove.")
     heads_fraction: float = Field(0.0, ge=0, lt=1, description="Fraction of key/value head groups to remove.")
     steps: int = Field(1, ge=1, description="1 = one-shot; N = gradual with re-distillation after each step.")
+    schedule: list[PruneStepConfig] = Field(
+        default_factory=list,
+        description="Explicit gradual schedule of cumulative targets (e.g. MLP 0.1875, MLP 0.375, then heads 0.5); empty = `steps` equal steps to mlp_fraction / heads_fraction.",
+    )
+    parts: Literal["config", "auto"] = Field("config", description="auto: skip a part whose share of layer time (profile stage) is below profile.min_share.")
+    redistill: TrainConfig | None = Field(None, description="Re-distill after each step from the unpruned student with the distill recipe (forward KL); empty = no re-distillation.")
     align: int = Field(1, ge=1, description="Kept widths are multiples of this (128 on GPUs).")
     ridge: float = Field(1e-2, ge=0, description="Relative ridge damping of the Gram matrix.")
     local_search_iters: int = Field(100, ge=0, description="Bound on local-search swaps per layer.")
@@ -338,6 +356,7 @@ class PipelineConfig(StrictModel):
     students: list[StudentSpec] = Field(default_factory=list, description="Students to distill (empty: stop after the teacher).")
     distill: DistillConfig = Field(default_factory=DistillConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
+    profile: ProfileConfig = Field(default_factory=ProfileConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
@@ -349,6 +368,8 @@ class PipelineConfig(StrictModel):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> PipelineConfig:
+        if self.prune.enabled and not self.students:
+            raise ValueError("prune.enabled: pruning acts on the selected student, and students is empty")
         names = [s.name for s in self.students]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

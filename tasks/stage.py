@@ -28,6 +28,10 @@ class StageRun:
         self.run_id = run_id
         self.key = key
 
+    def log_artifact(self, path: str) -> None:
+        """Attach a file (a figure, a report) to this stage's MLflow run."""
+        self.tracker.log_artifact(self.run_id, path)
+
     def log_curve(self, step: int, values: Mapping[str, float]) -> None:
         """Log training curves live (loss, learning rate) under ``train/``."""
         self.tracker.log_metrics(self.run_id, {f"train/{k}": v for k, v in values.items()}, step=step)

@@ -22,15 +22,17 @@ def test_summary_json_follows_the_contract(smoke):
     assert set(summary) >= {"run_id", "config_hash", "wall_s", "stages", "models", "winner"}
     assert summary["run_id"] == "first" and summary["config_hash"] == smoke["cfg"].config_hash()
     students = ["tiny-llama", "small-qwen3", "tiny-llama-sft", "small-qwen3-sft"]
-    assert set(summary["stages"]) == {"data", "teacher", "evaluate", "teacher_logits", "select"} | {
+    pruned = f"{summary['winner']}-pruned"
+    assert set(summary["stages"]) == {"data", "teacher", "evaluate", "teacher_logits", "select", "profile", "prune", f"evaluate.{pruned}"} | {
         f"{stage}.{name}" for stage in ("distill", "evaluate") for name in students
     }
     for rec in summary["stages"].values():
         assert set(rec) >= {"key", "uri", "cached", "wall_s", "metrics"} and rec["cached"] is False
     teacher = summary["models"][0]
     assert teacher["role"] == "teacher" and teacher["params"] > 0 and teacher["bytes"] > 0
-    by_name = {m["name"]: m for m in summary["models"][1:]}
+    by_name = {m["name"]: m for m in summary["models"][1:] if m["role"] != "pruned"}
     assert set(by_name) == set(students)
+    assert [m["name"] for m in summary["models"] if m["role"] == "pruned"] == [pruned]
     for name, m in by_name.items():
         assert m["role"] == ("sft_baseline" if name.endswith("-sft") else "student")
         assert m["key"] == summary["stages"][f"distill.{name}"]["key"] and 0 < m["params"] < teacher["params"]
@@ -46,6 +48,33 @@ def test_summary_json_follows_the_contract(smoke):
     assert teacher["auc_mean"] == pytest.approx(sum(teacher["auc"].values()) / 3)
     assert teacher["auc_delta_pct"] == 0.0
     assert teacher["key"] == summary["stages"]["teacher"]["key"]
+
+
+def test_the_winner_is_profiled_pruned_on_schedule_and_redistilled(smoke):
+    """smoke.yaml: MLP 25 %, then 50 %, then half the KV groups, each step re-distilled."""
+    from transformers import AutoModelForCausalLM
+
+    summary = json.loads((smoke["root"] / "first" / "summary.json").read_text())
+    winner = next(m for m in summary["models"] if m["name"] == summary["winner"])
+    pruned = next(m for m in summary["models"] if m["role"] == "pruned")
+    assert pruned["params"] < winner["params"]
+    profile = summary["stages"]["profile"]["metrics"]
+    assert profile["context_lengths"] == [64, 256] and set(profile["recommendation"]) == {"heads", "mlp"}
+    assert (Path(summary["stages"]["profile"]["uri"]) / "profile.png").stat().st_size > 0
+    metrics = summary["stages"]["prune"]["metrics"]
+    steps = metrics["steps"]
+    assert [(s["mlp_keep"], s["kv_keep"]) for s in steps] == [(48, None), (32, None), (None, 1)]
+    assert [s["config"]["intermediate_size"] for s in steps] == [48, 32, 32]
+    assert [s["config"]["num_key_value_heads"] for s in steps] == [2, 2, 1]
+    for step in steps:
+        assert step["params_after"] < step["params_before"]
+        assert set(step["pruned"]["auc"]) == set(step["redistilled"]["auc"]) == {"like", "love", "next"}
+        assert step["redistill_steps"] == 20 and set(step["prefill_ms"]) == {"64", "256"}
+        for layer in step["records"]:
+            assert layer["method"] == "osscar" and layer["error_local"] <= layer["error_greedy"] * (1 + 1e-9)
+    assert metrics["params_after"] == pruned["params"] and set(metrics["prefill_ratio"]) == {"64", "256"}
+    model = AutoModelForCausalLM.from_pretrained(Path(summary["stages"]["prune"]["uri"]) / "model")
+    assert model.config.intermediate_size == 32 and model.config.num_key_value_heads == 1 and model.config.num_attention_heads == 2
 
 
 def test_teacher_artifact_is_a_plain_hugging_face_directory(smoke):
@@ -82,10 +111,14 @@ def test_mlflow_holds_the_same_teacher_auc(smoke):
     assert parent.data.params["teacher.train.learning_rate"] == "0.003"
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     by_name = {run.info.run_name: run for run in children}
-    students = [m for m in summary["models"] if m["role"] != "teacher"]
-    assert set(by_name) == {"data", "teacher", "evaluate-teacher", "teacher_logits", "select"} | {
+    students = [m for m in summary["models"] if m["role"] in ("student", "sft_baseline")]
+    winner = summary["winner"]
+    assert set(by_name) == {"data", "teacher", "evaluate-teacher", "teacher_logits", "select", f"profile-{winner}", f"prune-{winner}", f"evaluate-{winner}-pruned"} | {
         f"{stage}-{m['name']}" for stage in ("distill", "evaluate") for m in students
     }
+    # the prune run has the per-step re-distillation curves and the pruned model's AUC
+    prune_run = by_name[f"prune-{winner}"]
+    assert "auc_mean" in prune_run.data.metrics and client.get_metric_history(prune_run.info.run_id, "train/step0_loss")
     assert by_name["evaluate-teacher"].data.metrics["auc_mean"] == pytest.approx(teacher["auc_mean"], abs=1e-12)
     curve = client.get_metric_history(by_name["teacher"].info.run_id, "train/loss")
     assert len(curve) >= 3 and curve[-1].step > curve[0].step
@@ -123,10 +156,10 @@ def test_stage_this_version_cannot_run_stops_before_any_work(smoke, prefect_harn
     from flows.compress import compress
 
     cfg = smoke["cfg"].model_copy(deep=True)
-    cfg.prune.enabled = True
-    with pytest.raises(StageNotAvailableError, match="prune.enabled"):
-        compress(cfg, run_id="pruned")
-    assert not (smoke["root"] / "pruned").exists()
+    cfg.quantize.enabled = True
+    with pytest.raises(StageNotAvailableError, match="quantize.enabled"):
+        compress(cfg, run_id="quantized")
+    assert not (smoke["root"] / "quantized").exists()
 
 
 def test_cli_run_reuses_the_store_and_prints_the_summary(smoke, repo_root):
