@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -64,11 +65,14 @@ def _random_ids(model: PreTrainedModel, length: int, seed: int = 0) -> torch.Ten
 
 
 @torch.no_grad()
-def prefill_ms(model: PreTrainedModel, length: int, repeats: int = 3) -> float:
-    """Median wall time of one prefill of ``length`` tokens (after one warm-up pass)."""
+def prefill_ms(model: PreTrainedModel, length: int, repeats: int = 3, on_warm: Callable[[], None] | None = None) -> float:
+    """Median wall time of one prefill of ``length`` tokens, after one warm-up pass
+    (``on_warm`` runs between the two, e.g. to forget what hooks saw during warm-up)."""
     ids = _random_ids(model, length)
     model.eval()
-    model(input_ids=ids, use_cache=False)
+    model(input_ids=ids, use_cache=False)  # warm-up: allocator, kernels
+    if on_warm is not None:
+        on_warm()
     times = []
     for _ in range(repeats):
         _sync(model.device)
@@ -106,17 +110,7 @@ def profile_model(model: PreTrainedModel, context_lengths: list[int], repeats: i
     n_layers = len(decoder_layers(model))
     try:
         for length in lengths:
-            ids = _random_ids(model, length)
-            model(input_ids=ids, use_cache=False)  # warm-up: allocator, kernels
-            spent.clear()
-            times = []
-            for _ in range(repeats):
-                _sync(model.device)
-                start = time.perf_counter()
-                model(input_ids=ids, use_cache=False)
-                _sync(model.device)
-                times.append((time.perf_counter() - start) * 1e3)
-            totals[length] = statistics.median(times)
+            totals[length] = prefill_ms(model, length, repeats, on_warm=spent.clear)
             attn_ms[length] = [statistics.median(spent[(i, "attn")]) for i in range(n_layers)]
             mlp_ms[length] = [statistics.median(spent[(i, "mlp")]) for i in range(n_layers)]
     finally:
