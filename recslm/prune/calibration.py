@@ -23,6 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from recslm.data.records import RankingRecord
 from recslm.errors import ConfigError, DataError
 from recslm.evaluate.scoring import make_groups
+from recslm.models.surgery import decoder_layers
 
 PARTS: tuple[str, ...] = ("mlp", "attn")
 """Statistic keys: "mlp" is the input of ``mlp.down_proj``, "attn" the input of ``self_attn.o_proj``."""
@@ -218,14 +219,6 @@ class _StopForward(Exception):
     """Raised by a hook after the calibrated layer: the layers above it are not needed."""
 
 
-def _decoder_layers(model: PreTrainedModel) -> torch.nn.ModuleList:
-    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
-    layers = getattr(decoder, "layers", None)
-    if not isinstance(layers, torch.nn.ModuleList):
-        raise ConfigError(f"{type(model).__name__}: no decoder .layers to calibrate (expected a Llama/Qwen-style decoder)")
-    return layers
-
-
 def _input_module(block: torch.nn.Module, part: str, layer: int) -> torch.nn.Module:
     """The linear layer whose input columns ``part`` prunes."""
     owner, name = {"mlp": ("mlp", "down_proj"), "attn": ("self_attn", "o_proj")}[part]
@@ -258,7 +251,7 @@ def collect_layer_stats(
         raise ConfigError(f"calibration: parts must be a non-empty subset of {list(PARTS)}, got {sorted(parts)}")
     if not inputs:
         raise DataError("calibration: no prompts to collect statistics from")
-    layers = _decoder_layers(model)
+    layers = decoder_layers(model)
     if not 0 <= layer < len(layers):
         raise ConfigError(f"calibration: layer {layer} out of range; the model has {len(layers)} layers")
     targets = {part: _input_module(layers[layer], part, layer) for part in PARTS if part in parts}
