@@ -18,7 +18,12 @@ from recslm.data.tokenizer import train_bpe_tokenizer
 from recslm.errors import ConfigError, DataError, TokenizerError
 from recslm.models.factory import build_model
 
-SHARED_REVIEWS = Path("/work/shared/data/clothing-reviews/WomensClothingE-CommerceReviews.parquet")
+# the original data set lives in the shared data folder beside the checkout (../shared, as CI has it)
+_REVIEWS = Path("data/clothing-reviews/WomensClothingE-CommerceReviews.parquet")
+SHARED_REVIEWS = next(
+    (p for p in (Path(__file__).resolve().parents[2] / "shared" / _REVIEWS, Path("/work/shared") / _REVIEWS) if p.is_file()),
+    Path("/work/shared") / _REVIEWS,
+)
 SPEC = ArchSpec(family="llama", hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64)
 
 
