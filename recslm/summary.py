@@ -5,14 +5,13 @@ Field names follow DESIGN.md; fields may be added, never renamed.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from recslm.evaluate.metrics import delta_pct
+from recslm.jsonfile import write_json
 
 Role = Literal["teacher", "student", "sft_baseline", "pruned", "quantized"]
 
@@ -64,9 +63,4 @@ def model_record(name: str, role: Role, eval_metrics: dict[str, Any], key: str, 
 
 def write_summary(summary: RunSummary, run_dir: Path) -> Path:
     """Write summary.json atomically (readers never see half a file)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "summary.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary.model_dump(mode="json"), indent=2))
-    os.replace(tmp, path)
-    return path
+    return write_json(run_dir / "summary.json", summary.model_dump(mode="json"))

@@ -64,3 +64,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def records():
+    """Synthetic ranking records (12 members, 4 candidates each), shared by the scoring-level tests."""
+    from tests.helpers import synthetic_records
+
+    return synthetic_records()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(records):
+    """A small BPE tokenizer trained on ``records`` (modules that need another one define their own)."""
+    from tests.helpers import tiny_tokenizer
+
+    return tiny_tokenizer(records)

@@ -19,7 +19,7 @@ from recslm.prune.baselines import (
 from recslm.prune.calibration import LayerStats
 from recslm.prune.objective import Groups, damp, kv_groups, neuron_groups, reconstruction_error, refit, relative_error
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster
 
 
 def example(seed: int, out: int = 6, width: int = 8, tokens: int = 50):

@@ -15,19 +15,9 @@ from recslm.prune.calibration import (
     pad_batch,
     text_calibration_inputs,
 )
-from tests.helpers import synthetic_records, tiny_model, tiny_tokenizer
+from tests.helpers import tiny_model
 
-torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def records():
-    return synthetic_records()
-
-
-@pytest.fixture(scope="module")
-def tokenizer(records):
-    return tiny_tokenizer(records)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster
 
 
 @pytest.fixture(scope="module")

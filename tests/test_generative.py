@@ -177,7 +177,7 @@ def test_on_policy_fraction_one_samples_every_example_within_max_new_tokens(spli
     )  # fmt: skip
     assert report.examples_seen == report.generated_examples == 12
     assert [c["rows"] for c in calls] == [4, 4, 4] and all(c["new"] <= 5 for c in calls)
-    assert 1 <= report.longest_generation <= 5
+    assert 0 < report.longest_generation <= max(c["new"] for c in calls)  # something was sampled, within the widest batch
     assert not any(c["training"] for c in calls) and student.training  # sampled in eval mode, then back to train
 
 

@@ -8,17 +8,7 @@ import torch
 
 from recslm.evaluate.metrics import auc_per_task, delta_pct, mean_auc
 from recslm.evaluate.scoring import make_groups, score_records
-from tests.helpers import synthetic_records, tiny_model, tiny_tokenizer
-
-
-@pytest.fixture(scope="module")
-def records():
-    return synthetic_records()
-
-
-@pytest.fixture(scope="module")
-def tokenizer(records):
-    return tiny_tokenizer(records)
+from tests.helpers import tiny_model
 
 
 def per_prompt_scores(model, tokenizer, records) -> np.ndarray:

@@ -24,7 +24,7 @@ from recslm.models.surgery import (
 )
 from tests.helpers import tiny_model, tiny_tokenizer
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster
 
 HIDDEN, WIDTH = 32, 64
 # MLP keep sets: 40 of 64 neurons, unsorted (refit columns follow this order), align 8 holds.

@@ -12,7 +12,6 @@ re-distillation resumes from its last checkpoint.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from recslm.errors import ConfigError
 from recslm.evaluate.evaluate import evaluate_records
 from recslm.evaluate.profile import prefill_ms, profile_figure, profile_model
 from recslm.evaluate.scoring import make_groups
+from recslm.jsonfile import write_json
 from recslm.models.factory import load_model, save_model
 from recslm.prune.calibration import calibration_inputs, text_calibration_inputs
 from recslm.prune.pruner import LayerRecord, Solver, prune_step
@@ -74,12 +74,6 @@ def _interleaved_prefill(a: torch.nn.Module, b: torch.nn.Module, lengths: list[i
             times[str(n)][0].append(prefill_ms(a, n, repeats))
             times[str(n)][1].append(prefill_ms(b, n, repeats))
     return ({k: statistics.median(v[0]) for k, v in times.items()}, {k: statistics.median(v[1]) for k, v in times.items()})
-
-
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=2))
-    os.replace(tmp, path)
 
 
 def _auc(model_dir: Path, records: list, evaluate: EvaluateConfig, data_dir: Path) -> dict[str, Any]:
@@ -152,7 +146,7 @@ def prune_student(
             save_model(model, tokenizer, step_dir / "final")
         report["prefill_ms"] = {str(n): prefill_ms(model, n, profile.repeats) for n in lengths}
         report["wall_s"] = round(time.perf_counter() - started, 2)
-        _write_json(step_dir / "report.json", report)
+        write_json(step_dir / "report.json", report)
         reports.append(report)
     save_model(model, tokenizer, out_dir / "model")
     before, after = _interleaved_prefill(original, model, lengths, profile.repeats)

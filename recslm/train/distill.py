@@ -35,6 +35,7 @@ from recslm.config import DistillConfig, DistillPhase
 from recslm.data.tokenizer import answer_token_ids
 from recslm.errors import ConfigError, TokenizerError
 from recslm.evaluate.scoring import Group, shared_forward
+from recslm.jsonfile import write_json
 from recslm.train.losses import distill_loss, distill_loss_topk, token_divergence, topk_divergence
 from recslm.train.runner import LogFn, ListDataset, StepFn, TrainReport, callbacks, collate_list, fit, training_arguments
 from recslm.train.sft import answer_targets
@@ -243,7 +244,7 @@ def distill_student(
         student = AutoModelForCausalLM.from_pretrained(final)
         out = PhaseReport(i, phase.loss, report.steps, report.train_loss, round(report.wall_s, 2), report.resumed_from, round(report.examples_per_s, 2))
         if trainer.is_world_process_zero():
-            (phase_dir / "report.json").write_text(json.dumps(asdict(out)))
+            write_json(phase_dir / "report.json", asdict(out), indent=None)
         reports.append(out)
     return student, reports
 
