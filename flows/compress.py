@@ -20,12 +20,13 @@ from recslm.config import PipelineConfig
 from recslm.errors import StageNotAvailableError
 from recslm.select import NoQualifyingStudentError, Selection
 from recslm.store import ArtifactRef
-from recslm.summary import ModelRecord, RunSummary, StageRecord, model_record, write_summary
+from recslm.summary import ModelRecord, RunSummary, StageRecord, derived_record, model_record, write_summary
 from tasks.data import data_task
 from tasks.distill import distill_task, model_name, select_task, teacher_logits_task
 from tasks.evaluate import evaluate_task
 from tasks.prune import profile_task, prune_task
 from tasks.options import with_retries
+from tasks.quantize import quantize_task
 from tasks.teacher import teacher_task
 from tasks.tracking import Tracker, TrackingHandle
 
@@ -33,7 +34,6 @@ from tasks.tracking import Tracker, TrackingHandle
 def unavailable_stages(config: PipelineConfig) -> list[str]:
     """Config switches for stages this version does not run yet."""
     wanted = {
-        "quantize.enabled": config.quantize.enabled,
         "bench.enabled": config.bench.enabled,
         "execution.backend != local": config.execution.backend != "local",
         "store.uri s3://": config.store.uri.startswith("s3://"),
@@ -68,7 +68,7 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
     missing = unavailable_stages(config)
     if missing:
         raise StageNotAvailableError(
-            "this version of recslm runs data -> teacher -> distill -> select -> profile -> prune; the config enables " + ", ".join(missing)
+            "this version of recslm runs data -> teacher -> distill -> select -> profile -> prune -> quantize; the config enables " + ", ".join(missing)
             + ": turn those off or upgrade recslm"
         )
     if config.prune.enabled:
@@ -104,9 +104,14 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
             selection = Selection.model_validate(selected.metrics)
             figure = _delta_figure(config, models, run_dir)
             tracker.log_artifact(parent, str(figure))
-            if config.prune.enabled and selection.winner is not None:
-                winner = trained[(selection.winner, "student")][0]
-                models.append(prune_winner(config, tracker, data, winner, selection.winner, stages, teacher_auc))
+            if selection.winner is not None:
+                final = trained[(selection.winner, "student")][0]
+                final_record = next(m for m in models if m.name == selection.winner)
+                if config.prune.enabled:
+                    final, final_record = prune_winner(config, tracker, data, final, final_record, stages, teacher_auc)
+                    models.append(final_record)
+                if config.quantize.enabled:
+                    models += quantize_final(config, tracker, data, final, final_record, stages, teacher_auc, run_dir)
         summary = RunSummary(
             run_id=run_id,
             config_hash=config.config_hash(),
@@ -175,17 +180,45 @@ def distill_students(
 
 
 def prune_winner(
-    config: PipelineConfig, tracker: Tracker, data: ArtifactRef, winner: ArtifactRef, name: str, stages: dict[str, ArtifactRef], teacher_auc: float
-) -> ModelRecord:
+    config: PipelineConfig, tracker: Tracker, data: ArtifactRef, winner: ArtifactRef, winner_record: ModelRecord, stages: dict[str, ArtifactRef], teacher_auc: float
+) -> tuple[ArtifactRef, ModelRecord]:
     """Profile the selected student, prune it on the configured schedule, evaluate the result."""
+    name = winner_record.name
     profile = with_retries(profile_task, config)(config, tracker.handle, winner, name)
     pruned = with_retries(prune_task, config)(config, tracker.handle, data, winner, profile, name)
     pruned_name = f"{name}-pruned"
     evaluation = with_retries(evaluate_task, config)(config, tracker.handle, pruned, data, pruned_name)
     stages.update({"profile": profile, "prune": pruned, f"evaluate.{pruned_name}": evaluation})
-    record = model_record(pruned_name, "pruned", evaluation.metrics, pruned.key, teacher_auc)
-    tracker.log_metrics(pruned.tracking_run_id, {"auc": record.auc, "auc_mean": record.auc_mean, "auc_delta_pct": record.auc_delta_pct, "params": record.params})
-    return record
+    record = derived_record(pruned_name, "pruned", evaluation.metrics, pruned.key, teacher_auc, winner_record)
+    _log_student(tracker, pruned, evaluation, record)
+    return pruned, record
+
+
+def quantize_final(
+    config: PipelineConfig, tracker: Tracker, data: ArtifactRef, base: ArtifactRef, base_record: ModelRecord,
+    stages: dict[str, ArtifactRef], teacher_auc: float, run_dir: Path,
+) -> list[ModelRecord]:  # fmt: skip
+    """Quantize the final student with every configured scheme, evaluate each variant, and log
+    the scheme × metric table (``quantization.md``) to the run and to MLflow."""
+    from recslm.quantize.report import Variant, quantization_table
+
+    quantize, evaluate = with_retries(quantize_task, config), with_retries(evaluate_task, config)
+    variants: list[Variant] = []
+    for scheme in config.quantize.schemes:
+        name = f"{base_record.name}-{scheme}"
+        quantized = quantize(config, tracker.handle, data, base, base_record.name, scheme)
+        evaluation = evaluate(config, tracker.handle, quantized, data, name)
+        stages.update({f"quantize.{scheme}": quantized, f"evaluate.{name}": evaluation})
+        record = derived_record(name, "quantized", evaluation.metrics, quantized.key, teacher_auc, base_record)
+        _log_student(tracker, quantized, evaluation, record)
+        variants.append(Variant(scheme, record, quantized.metrics))
+    table = quantization_table(base_record, variants)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "quantization.md"
+    path.write_text(table + "\n")
+    tracker.log_artifact(tracker.handle.parent_run_id or None, str(path))
+    get_run_logger().info("quantization of %s:\n%s", base_record.name, table)
+    return [v.record for v in variants]
 
 
 def _log_student(tracker: Tracker, model: ArtifactRef, evaluation: ArtifactRef, record: ModelRecord) -> None:

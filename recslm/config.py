@@ -281,13 +281,24 @@ class PruneConfig(StrictModel):
 
 
 class QuantizeConfig(StrictModel):
-    enabled: bool = Field(False, description="Run the quantize stage.")
+    enabled: bool = Field(False, description="Quantize the final student (pruned if prune is on) into one variant per scheme.")
     schemes: list[Literal["fp8_dynamic", "w8a8_int", "w4a16_gptq", "w4a16_quantease"]] = Field(
-        default_factory=lambda: ["fp8_dynamic"], description="Schemes to produce, each a model variant."
+        default_factory=lambda: ["fp8_dynamic"], min_length=1, description="Schemes to produce, each a model variant."
     )
-    group_size: int = Field(128, ge=1, description="Weight group size for W4A16.")
-    quantease_sweeps: int = Field(20, ge=1, description="Coordinate-descent sweeps of QuantEase.")
+    group_size: int = Field(128, ge=1, description="Weight group size of the W4A16 schemes; must divide every quantized layer's input width.")
+    ignore: list[str] = Field(default_factory=lambda: ["lm_head"], description="Linear layers left unquantized (names, or 're:' regexes).")
+    quantease_sweeps: int = Field(20, ge=1, description="Coordinate-descent sweeps of QuantEase per layer (stops early at a fixed point).")
+    quantease_init: Literal["gptq", "rtn"] = Field("gptq", description="QuantEase's starting point: GPTQ's result or round-to-nearest.")
+    gptq_block_size: int = Field(128, ge=1, description="GPTQ's lazy-update block (columns).")
+    gptq_dampening: float = Field(0.01, ge=0, description="GPTQ's Hessian damping, as a fraction of its mean diagonal.")
+    smoothquant_strength: float = Field(0.8, gt=0, lt=1, description="SmoothQuant's migration strength (W8A8-INT).")
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+
+    @model_validator(mode="after")
+    def _unique_schemes(self) -> QuantizeConfig:
+        if len(set(self.schemes)) != len(self.schemes):
+            raise ValueError(f"schemes lists a scheme twice: {self.schemes}")
+        return self
 
 
 class EvaluateConfig(StrictModel):
@@ -370,6 +381,8 @@ class PipelineConfig(StrictModel):
     def _cross_checks(self) -> PipelineConfig:
         if self.prune.enabled and not self.students:
             raise ValueError("prune.enabled: pruning acts on the selected student, and students is empty")
+        if self.quantize.enabled and not self.students:
+            raise ValueError("quantize.enabled: quantization acts on the selected (and pruned) student, and students is empty")
         names = [s.name for s in self.students]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

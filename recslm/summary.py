@@ -31,8 +31,10 @@ class ModelRecord(BaseModel):
     bytes: int
     auc: dict[str, float]
     auc_mean: float
-    auc_delta_pct: float
+    auc_delta_pct: float  # vs the teacher
     key: str
+    parent: str | None = None  # the model this one was pruned or quantized from
+    auc_delta_vs_parent_pct: float | None = None
 
 
 class RunSummary(BaseModel):
@@ -59,6 +61,12 @@ def model_record(name: str, role: Role, eval_metrics: dict[str, Any], key: str, 
         auc_delta_pct=delta_pct(float(eval_metrics["auc_mean"]), teacher_auc_mean),
         key=key,
     )
+
+
+def derived_record(name: str, role: Role, eval_metrics: dict[str, Any], key: str, teacher_auc_mean: float, parent: ModelRecord) -> ModelRecord:
+    """The line of a model pruned or quantized from ``parent``: also its delta against the parent."""
+    record = model_record(name, role, eval_metrics, key, teacher_auc_mean)
+    return record.model_copy(update={"parent": parent.name, "auc_delta_vs_parent_pct": delta_pct(record.auc_mean, parent.auc_mean)})
 
 
 def write_summary(summary: RunSummary, run_dir: Path) -> Path:

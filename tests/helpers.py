@@ -49,3 +49,19 @@ def tiny_model(tokenizer, family: str = "llama", seed: int = 0):
         "mixtral": ArchSpec(family="mixtral", hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=48, num_experts=4, experts_per_token=2),
     }[family]
     return build_model(spec, tokenizer, seed)
+
+
+def data_artifact(folder, members: int = 6, vocab_size: int = 400):
+    """A data-stage artifact in ``folder`` (records of three splits and a tokenizer), as stages read it."""
+    from pathlib import Path
+
+    from recslm.config import DataConfig
+    from recslm.data.build import build_data_artifact
+    from recslm.data.records import write_records
+
+    folder = Path(folder)
+    src = folder / "source"
+    for split, seed in (("train", 0), ("val", 1), ("test", 2)):
+        write_records(synthetic_records(members=members, seed=seed), src / f"{split}.parquet")
+    build_data_artifact(DataConfig(source="records", path=src, tokenizer={"vocab_size": vocab_size}), folder / "data")
+    return folder / "data"

@@ -23,14 +23,15 @@ def test_summary_json_follows_the_contract(smoke):
     assert summary["run_id"] == "first" and summary["config_hash"] == smoke["cfg"].config_hash()
     students = ["tiny-llama", "small-qwen3", "tiny-llama-sft", "small-qwen3-sft"]
     pruned = f"{summary['winner']}-pruned"
+    schemes = ["fp8_dynamic", "w8a8_int", "w4a16_gptq", "w4a16_quantease"]
     assert set(summary["stages"]) == {"data", "teacher", "evaluate", "teacher_logits", "select", "profile", "prune", f"evaluate.{pruned}"} | {
         f"{stage}.{name}" for stage in ("distill", "evaluate") for name in students
-    }
+    } | {f"quantize.{s}" for s in schemes} | {f"evaluate.{pruned}-{s}" for s in schemes}
     for rec in summary["stages"].values():
         assert set(rec) >= {"key", "uri", "cached", "wall_s", "metrics"} and rec["cached"] is False
     teacher = summary["models"][0]
     assert teacher["role"] == "teacher" and teacher["params"] > 0 and teacher["bytes"] > 0
-    by_name = {m["name"]: m for m in summary["models"][1:] if m["role"] != "pruned"}
+    by_name = {m["name"]: m for m in summary["models"][1:] if m["role"] not in ("pruned", "quantized")}
     assert set(by_name) == set(students)
     assert [m["name"] for m in summary["models"] if m["role"] == "pruned"] == [pruned]
     for name, m in by_name.items():
@@ -77,6 +78,32 @@ def test_the_winner_is_profiled_pruned_on_schedule_and_redistilled(smoke):
     assert model.config.intermediate_size == 32 and model.config.num_key_value_heads == 1 and model.config.num_attention_heads == 2
 
 
+def test_the_final_student_is_quantized_with_every_scheme(smoke):
+    """smoke.yaml: the four schemes on the pruned winner, each evaluated, with the Table-7 report."""
+    summary = json.loads((smoke["root"] / "first" / "summary.json").read_text())
+    pruned = next(m for m in summary["models"] if m["role"] == "pruned")
+    assert pruned["parent"] == summary["winner"]
+    quantized = [m for m in summary["models"] if m["role"] == "quantized"]
+    schemes = ["fp8_dynamic", "w8a8_int", "w4a16_gptq", "w4a16_quantease"]
+    assert [m["name"] for m in quantized] == [f"{pruned['name']}-{s}" for s in schemes]
+    formats = {"fp8_dynamic": "float-quantized", "w8a8_int": "int-quantized", "w4a16_gptq": "pack-quantized", "w4a16_quantease": "pack-quantized"}
+    for scheme, model in zip(schemes, quantized):
+        stage = summary["stages"][f"quantize.{scheme}"]
+        assert model["parent"] == pruned["name"] and model["key"] == stage["key"]
+        assert model["params"] == pruned["params"]  # scales are not counted as weights
+        assert model["auc_delta_vs_parent_pct"] == pytest.approx(100 * (model["auc_mean"] - pruned["auc_mean"]) / pruned["auc_mean"])
+        config = json.loads((Path(stage["uri"]) / "model" / "config.json").read_text())
+        assert config["quantization_config"]["format"] == formats[scheme]
+        assert config["quantization_config"]["ignore"] == ["lm_head"]
+        assert set(model["auc"]) == {"like", "love", "next"}
+    w4 = {s: summary["stages"][f"quantize.{s}"]["metrics"] for s in ("w4a16_gptq", "w4a16_quantease")}
+    assert w4["w4a16_gptq"]["bytes"] < w4["w4a16_gptq"]["bytes_before"]
+    errors = w4["w4a16_quantease"]["layer_errors"]
+    assert errors["quantease_mean_error"] < errors["gptq_mean_error"] < errors["rtn_mean_error"]
+    table = (smoke["root"] / "first" / "quantization.md").read_text()
+    assert all(f"| {s} |" in table for s in schemes) and f"none ({pruned['name']})" in table
+
+
 def test_teacher_artifact_is_a_plain_hugging_face_directory(smoke):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -113,9 +140,17 @@ def test_mlflow_holds_the_same_teacher_auc(smoke):
     by_name = {run.info.run_name: run for run in children}
     students = [m for m in summary["models"] if m["role"] in ("student", "sft_baseline")]
     winner = summary["winner"]
+    schemes = ["fp8_dynamic", "w8a8_int", "w4a16_gptq", "w4a16_quantease"]
     assert set(by_name) == {"data", "teacher", "evaluate-teacher", "teacher_logits", "select", f"profile-{winner}", f"prune-{winner}", f"evaluate-{winner}-pruned"} | {
         f"{stage}-{m['name']}" for stage in ("distill", "evaluate") for m in students
-    }
+    } | {f"{stage}-{winner}-pruned-{s}" for stage in ("quantize", "evaluate") for s in schemes}
+    # each quantize run has its variant's AUC and the per-layer errors over depth; the parent the table
+    quantease_run = by_name[f"quantize-{winner}-pruned-w4a16_quantease"]
+    assert "auc_mean" in quantease_run.data.metrics and "layer_errors.quantease_below_gptq" in quantease_run.data.metrics
+    assert len(client.get_metric_history(quantease_run.info.run_id, "layer/quantease_error")) == len(
+        summary["stages"]["quantize.w4a16_quantease"]["metrics"]["layers"]
+    )
+    assert "quantization.md" in {f.path for f in client.list_artifacts(parent.info.run_id)}
     # the prune run has the per-step re-distillation curves and the pruned model's AUC
     prune_run = by_name[f"prune-{winner}"]
     assert "auc_mean" in prune_run.data.metrics and client.get_metric_history(prune_run.info.run_id, "train/step0_loss")
@@ -156,10 +191,10 @@ def test_stage_this_version_cannot_run_stops_before_any_work(smoke, prefect_harn
     from flows.compress import compress
 
     cfg = smoke["cfg"].model_copy(deep=True)
-    cfg.quantize.enabled = True
-    with pytest.raises(StageNotAvailableError, match="quantize.enabled"):
-        compress(cfg, run_id="quantized")
-    assert not (smoke["root"] / "quantized").exists()
+    cfg.bench.enabled = True
+    with pytest.raises(StageNotAvailableError, match="bench.enabled"):
+        compress(cfg, run_id="benched")
+    assert not (smoke["root"] / "benched").exists()
 
 
 def test_cli_run_reuses_the_store_and_prints_the_summary(smoke, repo_root):

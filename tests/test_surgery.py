@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig
 from recslm.config import ArchSpec
 from recslm.errors import CheckpointError, ConfigError
 from recslm.models.factory import build_model, count_parameters, save_model
+from recslm.models.compat import output_cache, with_cache
 from recslm.models.surgery import (
     decoder_layers,
     head_layout,
@@ -240,7 +241,7 @@ def test_cached_decoding_works_after_slicing(tokenizer):
     full = _logits(model, ids)[:, -1]
     with torch.no_grad():
         out = model(input_ids=ids[:, :-1], use_cache=True)
-        step = model(input_ids=ids[:, -1:], cache=out.cache, use_cache=True).logits[:, -1]
+        step = model(input_ids=ids[:, -1:], use_cache=True, **with_cache(model, output_cache(out))).logits[:, -1]
     assert (step - full).abs().max() < 1e-4
 
 

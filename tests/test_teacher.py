@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from recslm.config import ArchSpec, DataConfig, TeacherConfig, TrainConfig
-from recslm.data.build import build_data_artifact, tokenizer_path
-from recslm.data.records import write_records
+from recslm.config import ArchSpec, TeacherConfig, TrainConfig
+from recslm.data.build import tokenizer_path
 from recslm.data.tokenizer import load_tokenizer
 from recslm.errors import CheckpointError, TokenizerError
 from recslm.models.factory import build_model, save_model
 from recslm.train.teacher import make_teacher
-from tests.helpers import synthetic_records, tiny_tokenizer
+from tests.helpers import data_artifact, synthetic_records, tiny_tokenizer
 
 TINY = ArchSpec(family="mixtral", hidden_size=32, num_layers=1, num_heads=4, num_kv_heads=2, intermediate_size=32, num_experts=2, experts_per_token=1)
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    src = tmp_path_factory.mktemp("records")
-    for split, seed in (("train", 0), ("val", 1), ("test", 2)):
-        write_records(synthetic_records(members=6, seed=seed), src / f"{split}.parquet")
-    out = tmp_path_factory.mktemp("data")
-    build_data_artifact(DataConfig(source="records", path=src, tokenizer={"vocab_size": 400}), out)
-    return out
+    return data_artifact(tmp_path_factory.mktemp("data"))
 
 
 def test_trains_from_a_spec_and_saves_a_plain_directory(data_dir, tmp_path):

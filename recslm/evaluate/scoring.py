@@ -21,6 +21,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from recslm.data.records import RankingRecord
 from recslm.data.tokenizer import answer_token_ids, encode_candidate, encode_prefix
+from recslm.models.compat import with_cache
 
 
 @dataclass
@@ -126,7 +127,7 @@ def shared_forward(model: PreTrainedModel, groups: Sequence[Group], pad_id: int)
     decoder = model.get_decoder()
     prefixes, prefix_len = _right_pad([g.prefix_ids for g in groups], pad_id)
     cache = DynamicCache(config=model.config)
-    prefix_out = decoder(input_ids=prefixes.to(device), cache=cache, use_cache=True)
+    prefix_out = decoder(input_ids=prefixes.to(device), use_cache=True, **with_cache(decoder, cache))
     owner = torch.tensor([gi for gi, g in enumerate(groups) for _ in g.candidate_ids], dtype=torch.long)
     cache.batch_select_indices(owner.to(device))
     suffix, suffix_len = _right_pad([c for g in groups for c in g.candidate_ids], pad_id)
@@ -138,7 +139,7 @@ def shared_forward(model: PreTrainedModel, groups: Sequence[Group], pad_id: int)
         mask = torch.ones(len(owner), width + suffix.shape[1], dtype=torch.long)
         mask[:, :width] = (torch.arange(width)[None, :] < own_prefix_len[:, None]).long()
         mask = mask.to(device)
-    out = decoder(input_ids=suffix.to(device), cache=cache, position_ids=positions.to(device), attention_mask=mask, use_cache=True)
+    out = decoder(input_ids=suffix.to(device), position_ids=positions.to(device), attention_mask=mask, use_cache=True, **with_cache(decoder, cache))
     return SharedForward(prefix_out.last_hidden_state, prefix_len.to(device), out.last_hidden_state, suffix_len.to(device), owner.to(device))
 
 

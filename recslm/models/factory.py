@@ -6,7 +6,10 @@ vanilla transformers, SGLang and vLLM load without recslm.
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -61,6 +64,26 @@ def build_model(spec: ArchSpec, tokenizer: PreTrainedTokenizerBase, seed: int) -
     return model
 
 
+def _quantized_loading(path: Path) -> dict[str, Any]:
+    """Loading options for a compressed-tensors checkpoint (the quantize stage's output).
+
+    It is loaded *dequantized*: each weight is unpacked once to its exact grid values and
+    the layer keeps its quantization scheme, so activations are still quantized on the fly
+    (FP8 / INT8 per token). On a CPU that is fake quantization on exactly the saved grid;
+    the packed low-bit kernels are the serving engine's business. A checkpoint without a
+    ``quantization_config`` loads unchanged.
+    """
+    try:
+        quantization = json.loads((path / "config.json").read_text()).get("quantization_config") or {}
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path / 'config.json'}: unreadable ({exc})") from exc
+    if quantization.get("quant_method") != "compressed-tensors":
+        return {}
+    from transformers.utils.quantization_config import CompressedTensorsConfig
+
+    return {"quantization_config": CompressedTensorsConfig(dequantize=True)}
+
+
 def load_model(path: Path, trust_remote_code: bool = False, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
     """Load a Hugging Face directory (safetensors only), with errors that name the directory."""
     path = Path(path)
@@ -69,9 +92,11 @@ def load_model(path: Path, trust_remote_code: bool = False, dtype: torch.dtype =
     if not any(path.glob("*.safetensors")):
         raise CheckpointError(f"{path}: no *.safetensors weights; recslm loads safetensors only (no pickle)")
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
-        )
+        with warnings.catch_warnings():  # "quantization_config passed and in the checkpoint": the override is the point
+            warnings.filterwarnings("ignore", message=".*quantization_config.*")
+            model = AutoModelForCausalLM.from_pretrained(
+                str(path), dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code, **_quantized_loading(path)
+            )
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{path}: cannot load the model ({exc})") from exc
     return model
@@ -84,9 +109,14 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folde
     tokenizer.save_pretrained(str(folder))
 
 
+# parameters that compressed-tensors attaches to a quantized layer: they describe the
+# quantization grid of a weight, they are not weights of the model
+QUANTIZATION_PARAMETER_SUFFIXES = ("_scale", "_zero_point", "_g_idx", "_shape")
+
+
 def count_parameters(model: torch.nn.Module) -> int:
-    """Number of parameters (all experts of a MoE count)."""
-    return sum(p.numel() for p in model.parameters())
+    """Number of model weights (all experts of a MoE count; quantization scales do not)."""
+    return sum(p.numel() for name, p in model.named_parameters() if not name.endswith(QUANTIZATION_PARAMETER_SUFFIXES))
 
 
 def directory_bytes(folder: Path) -> int:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from recslm.config import CalibrationConfig
 from recslm.data.records import RankingRecord
 from recslm.errors import ConfigError, DataError
 from recslm.evaluate.scoring import make_groups
@@ -139,6 +140,16 @@ def text_calibration_inputs(
 
 # ---------------------------------------------------------------------------------------------
 # batching
+
+
+def configured_inputs(cfg: CalibrationConfig, train: Sequence[RankingRecord], tokenizer: PreTrainedTokenizerBase, seed: int) -> list[torch.Tensor]:
+    """The calibration prompts a stage's ``calibration`` section asks for: in-domain training
+    records, or generic text (the bundled clothing reviews' training split)."""
+    if cfg.source == "records":
+        return calibration_inputs(train, tokenizer, cfg.count, seed=seed)
+    from recslm.data.reviews import build_review_splits, texts_of
+
+    return text_calibration_inputs(texts_of(build_review_splits()["train"]), tokenizer, cfg.count, seed=seed)
 
 
 def pad_batch(inputs: Sequence[torch.Tensor], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,7 +29,7 @@ from recslm.evaluate.profile import prefill_ms, profile_figure, profile_model
 from recslm.evaluate.scoring import make_groups
 from recslm.jsonfile import write_json
 from recslm.models.factory import load_model, save_model
-from recslm.prune.calibration import calibration_inputs, text_calibration_inputs
+from recslm.prune.calibration import configured_inputs
 from recslm.prune.pruner import LayerRecord, Solver, prune_step
 from recslm.prune.schedule import plan, step_keeps
 from recslm.train.distill import distill_student
@@ -105,12 +105,7 @@ def prune_student(
     original = load_model(student_dir / "model")
     model = load_model(student_dir / "model")
     train = load_split(data_dir, "train")
-    if prune.calibration.source == "records":
-        inputs = calibration_inputs(train, tokenizer, prune.calibration.count, seed=seed)
-    else:
-        from recslm.data.reviews import build_review_splits, texts_of
-
-        inputs = text_calibration_inputs(texts_of(build_review_splits()["train"]), tokenizer, prune.calibration.count, seed=seed)
+    inputs = configured_inputs(prune.calibration, train, tokenizer, seed)
     eval_records = load_split(data_dir, evaluate.split)
     groups = make_groups(train, tokenizer) if prune.redistill is not None else []
     solver = Solver(prune.method, prune.ridge, prune.refit, prune.local_search_iters)
