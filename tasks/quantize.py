@@ -19,7 +19,7 @@ _SCHEME_FIELDS = {
     "fp8_dynamic": {"ignore"},
     "w8a8_int": {"ignore", "calibration", "gptq_block_size", "gptq_dampening", "smoothquant_strength"},
     "w4a16_gptq": {"ignore", "calibration", "gptq_block_size", "gptq_dampening", "group_size"},
-    "w4a16_quantease": {"ignore", "calibration", "gptq_block_size", "gptq_dampening", "group_size", "quantease_sweeps", "quantease_init"},
+    "w4a16_quantease": {"ignore", "calibration", "gptq_block_size", "gptq_dampening", "group_size", "quantease_sweeps", "quantease_tol", "quantease_init"},
 }
 
 

@@ -107,3 +107,17 @@ def test_bad_shapes_name_what_was_expected():
         symmetric_grid(weight, bits=4, group_size=7)
     with pytest.raises(ConfigError, match="rows × groups"):
         Grid(torch.ones(4), torch.zeros(4), 8, -8, 7)
+
+
+def test_tolerance_stops_once_sweeps_stop_paying():
+    weight, gram = correlated_problem(seed=7)
+    grid = symmetric_grid(weight, bits=3, group_size=8)
+    full = quantease(weight, gram, grid, sweeps=30, dtype=torch.float64)
+    early = quantease(weight, gram, grid, sweeps=30, tol=0.01, dtype=torch.float64)
+    assert early.sweeps < full.sweeps
+    last_before, last = early.objectives[-2], early.objectives[-1]
+    assert last_before - last <= 0.01 * last_before  # it stopped because the last sweep gained < 1 %
+    assert all(b - a > 0.01 * b for b, a in itertools.pairwise(early.objectives[:-1]))  # and not before
+    assert early.objectives == full.objectives[: len(early.objectives)]  # same path, cut short
+    with pytest.raises(ConfigError, match="tol"):
+        quantease(weight, gram, grid, tol=1.5)

@@ -39,14 +39,21 @@ class Grid:
     def to(self, dtype: torch.dtype) -> Grid:
         return Grid(self.scale.to(dtype), self.zero_point.to(dtype), self.group_size, self.qmin, self.qmax)
 
-    def _round(self, values: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    def round_values(self, values: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+        """``values`` to the nearest grid point of the given (broadcastable) scales and zero points."""
         q = torch.clamp(torch.round(values / scale + zero), self.qmin, self.qmax)
         return (q - zero) * scale
 
     def project_column(self, values: torch.Tensor, column: int) -> torch.Tensor:
         """The nearest grid value of every row's entry in ``column`` (a vector of length ``out``)."""
         group = column // self.group_size
-        return self._round(values, self.scale[:, group], self.zero_point[:, group])
+        return self.round_values(values, self.scale[:, group], self.zero_point[:, group])
+
+    def column_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scales and zero points per column, ``in × out`` and contiguous: row ``j`` serves column ``j``."""
+        scale = self.scale.repeat_interleave(self.group_size, dim=1).T.contiguous()
+        zero = self.zero_point.repeat_interleave(self.group_size, dim=1).T.contiguous()
+        return scale, zero
 
     def project(self, weight: torch.Tensor) -> torch.Tensor:
         """Round-to-nearest of a whole ``out × in`` matrix on this grid."""
@@ -54,7 +61,7 @@ class Grid:
             raise ConfigError(f"grid: weight {tuple(weight.shape)} does not match the grid's {self.scale.shape[0]} rows × {self.columns} columns")
         scale = self.scale.repeat_interleave(self.group_size, dim=1)
         zero = self.zero_point.repeat_interleave(self.group_size, dim=1)
-        return self._round(weight, scale, zero)
+        return self.round_values(weight, scale, zero)
 
     def integers(self, weight: torch.Tensor) -> torch.Tensor:
         """The stored integers of an on-grid weight (for checks: on-grid means these are whole numbers)."""

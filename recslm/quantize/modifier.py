@@ -101,16 +101,18 @@ class LayerwiseGPTQModifier(GPTQModifier):
 class QuantEaseModifier(LayerwiseGPTQModifier):
     """QuantEase coordinate descent on each layer, started from GPTQ's result or from rounding.
 
-    :param sweeps: QuantEase sweeps per layer (stops early at a fixed point)
+    :param sweeps: QuantEase sweeps per layer at most
+    :param tol: stop once a sweep lowers the layer objective by less than this fraction
     :param init: ``gptq`` starts from GPTQ's result, ``rtn`` from round-to-nearest
     :param quantease_block: columns per lazy-update block of the QuantEase solver
     """
 
     sweeps: int = Field(20, ge=1)
+    tol: float = Field(0.0, ge=0, lt=1)
     init: Literal["gptq", "rtn"] = "gptq"
     quantease_block: int = Field(128, ge=1)
 
     def refine(self, weight: torch.Tensor, gram: torch.Tensor, grid: Grid, gptq: torch.Tensor, rtn: torch.Tensor) -> tuple[torch.Tensor, int]:
         start = gptq if self.init == "gptq" else rtn
-        result = quantease(weight, gram, grid, init=start, sweeps=self.sweeps, block_size=self.quantease_block)
+        result = quantease(weight, gram, grid, init=start, sweeps=self.sweeps, tol=self.tol, block_size=self.quantease_block)
         return result.weight, result.sweeps

@@ -66,5 +66,5 @@ def build_recipe(scheme: str, cfg: QuantizeConfig) -> list[Any]:
     if scheme == "w4a16_gptq":
         return [LayerwiseGPTQModifier(config_groups=_w4a16(cfg.group_size), **gptq)]
     if scheme == "w4a16_quantease":
-        return [QuantEaseModifier(config_groups=_w4a16(cfg.group_size), sweeps=cfg.quantease_sweeps, init=cfg.quantease_init, **gptq)]
+        return [QuantEaseModifier(config_groups=_w4a16(cfg.group_size), sweeps=cfg.quantease_sweeps, tol=cfg.quantease_tol, init=cfg.quantease_init, **gptq)]
     raise ConfigError(f"quantize.schemes: unknown scheme {scheme!r}; expected one of fp8_dynamic, w8a8_int, w4a16_gptq, w4a16_quantease")
