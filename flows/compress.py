@@ -75,6 +75,10 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
         from recslm.prune.schedule import plan
 
         plan(config.prune)  # a meaningless schedule stops here, before any training
+    if config.quantize.enabled:
+        from recslm.quantize.plan import check_quantizable
+
+        check_quantizable(config)  # so does a group size the final student's widths do not allow
     logger = get_run_logger()
     run_id = run_id or new_run_id()
     run_dir = Path(config.run.root) / run_id

@@ -187,6 +187,17 @@ def test_no_qualifying_student_stops_with_the_table_and_keeps_everything(smoke, 
     assert all(rec["cached"] for name, rec in summary["stages"].items() if name != "select")
 
 
+def test_group_size_the_pruned_students_cannot_take_stops_before_any_work(smoke, prefect_harness):
+    from flows.compress import compress
+    from recslm.errors import ConfigError
+
+    cfg = smoke["cfg"].model_copy(deep=True)
+    cfg.quantize.group_size = 32
+    with pytest.raises(ConfigError, match=r"tiny-llama o_proj \(16\)"):
+        compress(cfg, run_id="ungroupable")
+    assert not (smoke["root"] / "ungroupable").exists()
+
+
 def test_stage_this_version_cannot_run_stops_before_any_work(smoke, prefect_harness):
     from flows.compress import compress
 

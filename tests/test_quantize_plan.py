@@ -1,0 +1,58 @@
+"""The before-any-training check that the final student will be quantizable with the group size."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from recslm.config import StudentSpec, load_config
+from recslm.errors import ConfigError
+from recslm.quantize.plan import check_quantizable, final_widths
+
+
+def demo(repo_root, *overrides):
+    return load_config(repo_root / "configs" / "demo.yaml", list(overrides))
+
+
+def test_demo_and_smoke_configs_are_quantizable(repo_root):
+    check_quantizable(demo(repo_root))
+    check_quantizable(load_config(repo_root / "configs" / "smoke.yaml", []))
+
+
+def test_default_group_size_on_the_demo_names_student_layer_and_width(repo_root):
+    with pytest.raises(ConfigError) as err:
+        check_quantizable(demo(repo_root, "quantize.group_size=128"))
+    message = str(err.value)
+    # llama-64x2 after MLP 37.5 % and half the KV groups: hidden 64, o_proj 2 x 16 = 32, MLP 80
+    assert "quantize.group_size: 128" in message
+    assert "llama-64x2 q/k/v/gate/up_proj (64)" in message and "llama-64x2 o_proj (32)" in message and "llama-64x2 down_proj (80)" in message
+    assert "qwen3-96x3 down_proj (120)" in message and "qwen3-96x3 o_proj (48)" in message
+
+
+def test_fp8_only_or_quantize_off_needs_no_group_check(repo_root):
+    check_quantizable(demo(repo_root, "quantize.group_size=128", "quantize.schemes=[fp8_dynamic, w8a8_int]"))
+    check_quantizable(demo(repo_root, "quantize.group_size=128", "quantize.enabled=false"))
+
+
+def test_parts_auto_checks_every_outcome_of_the_profile(repo_root):
+    cfg = demo(repo_root, "prune.parts=auto")
+    shape = {"hidden": 64, "intermediate": 128, "heads": 4, "kv": 2, "head_dim": 16, "experts": 0}
+    outcomes = final_widths(shape, cfg.prune)
+    assert {(w["down_proj"], w["o_proj"]) for w in outcomes} == {(80, 32), (80, 64), (128, 32), (128, 64)}
+    assert final_widths(shape, cfg.prune.model_copy(update={"parts": "config"})) == [{"q/k/v/gate/up_proj": 64, "o_proj": 32, "down_proj": 80}]
+
+
+def test_student_from_a_folder_is_read_from_its_config_json(repo_root, tmp_path):
+    folder = tmp_path / "student"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"hidden_size": 96, "intermediate_size": 256, "num_attention_heads": 6, "num_key_value_heads": 2}))
+    cfg = demo(repo_root, "quantize.group_size=16")
+    cfg.students = [StudentSpec(name="hf", path=folder)]
+    check_quantizable(cfg)  # hidden 96; MLP 256 -> 160; half of 2 KV groups of 3 heads x 16 -> o_proj 48
+    cfg.quantize.group_size = 32
+    with pytest.raises(ConfigError, match=r"these would not: hf o_proj \(48\)\. "):
+        check_quantizable(cfg)
+    (folder / "config.json").write_text("{")
+    with pytest.raises(ConfigError, match="students.hf.path"):
+        check_quantizable(cfg)
