@@ -9,6 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 VENV := .venv
 STAMP := $(VENV)/.installed
 DS_STAMP := $(VENV)/.installed-deepspeed
+SGL_STAMP := $(VENV)/.installed-sglang-parser
 
 .PHONY: demo smoke test install clean
 
@@ -18,7 +19,7 @@ demo: $(STAMP)
 smoke: $(STAMP)
 	$(VENV)/bin/recslm run configs/smoke.yaml $(ARGS)
 
-test: $(STAMP) $(DS_STAMP)
+test: $(STAMP) $(DS_STAMP) $(SGL_STAMP)
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 install: $(STAMP)
@@ -42,3 +43,11 @@ $(DS_STAMP): $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# The fleet tests validate launch arguments with SGLang's own parser and the router's CLI.
+# Their wheels pin CUDA torch and GPU kernels: install them without dependencies, then the
+# few modules the argument parsers import (triton only as an import, no GPU needed).
+$(SGL_STAMP): $(DS_STAMP)
+	$(VENV)/bin/python -m pip install --quiet --no-deps "sglang==0.5.23" "sglang-router==0.3.2"
+	$(VENV)/bin/python -m pip install --quiet pybase64 triton msgspec pyzmq IPython
+	touch $(SGL_STAMP)

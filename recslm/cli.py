@@ -89,6 +89,81 @@ def print_summary(summary: dict) -> None:
     console.print(f"summary: {Path(summary['run_dir']) / 'summary.json'}", soft_wrap=True)
 
 
+@app.command()
+def serve(
+    model_dir: Annotated[Path, typer.Argument(help="Hugging Face model directory (model and tokenizer), e.g. runs/store/prune/<key>/model.")],
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 30000,
+    host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 for all).")] = "127.0.0.1",
+    cache_tokens: Annotated[int, typer.Option(help="Radix prefix-cache budget in tokens (0 = no prefix cache).")] = 200_000,
+    batch_window_ms: Annotated[float, typer.Option(help="How long the batcher waits for more requests once one arrived (0: take what queued meanwhile).")] = 0.0,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's).")] = None,
+) -> None:
+    """Serve a model with the local engine: SGLang's /generate, /v1/score, /health and /model_info."""
+    from recslm.serve.server import serve as run_server
+
+    if not (model_dir / "config.json").is_file():
+        raise _fail(RecslmError(f"{model_dir}: not a Hugging Face model directory (config.json missing)"))
+    run_server(model_dir, host=host, port=port, cache_tokens=cache_tokens, batch_window_ms=batch_window_ms, threads=threads)
+
+
+@app.command()
+def bench(
+    endpoint: Annotated[str, typer.Option(help="Server base URL: the local engine or any SGLang server.")] = "http://127.0.0.1:30000",
+    members_per_s: Annotated[list[float], typer.Option("--members-per-s", help="Poisson arrival rate; repeat for a sweep; 0 = closed loop (max throughput).")] = [4.0],  # noqa: B006
+    candidates: Annotated[int, typer.Option(help="k candidates per member.")] = 16,
+    prefix_tokens: Annotated[int, typer.Option(help="P: the member's shared prefix length.")] = 512,
+    candidate_tokens: Annotated[int, typer.Option(help="Tokens per candidate.")] = 8,
+    output_tokens: Annotated[int, typer.Option(help="N: 1 = ranking (/v1/score); > 1 needs --api generate.")] = 1,
+    api: Annotated[str, typer.Option(help="score (one request per member) or generate (k streamed requests per member).")] = "score",
+    duration_s: Annotated[float, typer.Option(help="Seconds per load level.")] = 30.0,
+    member_pool: Annotated[int, typer.Option(help="Distinct members; the first visit of each is cold, later ones hot.")] = 64,
+    concurrency: Annotated[int, typer.Option(help="Workers in closed-loop mode.")] = 4,
+    split_items: Annotated[bool, typer.Option(help="score: one request per candidate instead of one per member.")] = False,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write all results to this JSON file.")] = None,
+) -> None:
+    """Load-test a server with "one member, k candidates" traffic: TTFT p50/p99, TPOT, throughput, cache hits."""
+    import asyncio
+    import datetime
+    import platform
+
+    from recslm.serve.bench import Workload, run_workload, table
+    from recslm.serve.client import ServerError
+
+    results = []
+    try:
+        for rate in members_per_s:
+            w = Workload(members_per_s=rate, candidates=candidates, prefix_tokens=prefix_tokens, candidate_tokens=candidate_tokens, output_tokens=output_tokens,
+                         duration_s=duration_s, member_pool=member_pool, concurrency=concurrency, api=api, split_items=split_items)  # fmt: skip
+            results.append(asyncio.run(run_workload(endpoint, w)))
+            console.print(table(results[-1]))
+    except (ServerError, ValueError) as exc:
+        raise _fail(RecslmError(str(exc))) from None
+    if json_out:
+        meta = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "machine": f"{platform.node()} {os.cpu_count()} cpus"}
+        json_out.write_text(json.dumps({**meta, "results": results}, indent=2))
+
+
+@app.command("plan")
+def plan_(
+    bench_json: Annotated[Path, typer.Argument(help="A `recslm bench --json` file (ideally a sweep of --members-per-s).")],
+    target: Annotated[float, typer.Option(help="Target load in members per second.")],
+    slo_p99_ms: Annotated[float, typer.Option(help="p99 member latency objective in ms.")],
+    burst: Annotated[float, typer.Option(help="Peak-to-average load factor to provision for.")] = 1.5,
+    spare: Annotated[int, typer.Option(help="Extra replicas so the fleet survives losing that many.")] = 1,
+    tensor_parallel: Annotated[int, typer.Option(help="GPUs per replica.")] = 1,
+) -> None:
+    """Replicas and GPUs for a target load and p99 SLO, from benchmark results of one replica."""
+    from recslm.serve.capacity import CapacityError, plan
+
+    try:
+        results = json.loads(bench_json.read_text())["results"]
+        console.print(plan(results, target, slo_p99_ms, burst=burst, spare=spare, tensor_parallel=tensor_parallel).describe())
+    except (OSError, KeyError, json.JSONDecodeError) as exc:
+        raise _fail(RecslmError(f"{bench_json}: not a recslm bench result ({exc})")) from None
+    except (CapacityError, ValueError) as exc:
+        raise _fail(RecslmError(str(exc))) from None
+
+
 @app.command("eval")
 def eval_(
     model_dir: Annotated[Path, typer.Argument(help="Hugging Face model directory (model and tokenizer).")],

@@ -320,6 +320,24 @@ class ServeConfig(StrictModel):
     port: int = Field(30000, ge=1, le=65535, description="Server port.")
     router_policy: Literal["cache_aware", "member_hash", "round_robin"] = Field("cache_aware", description="Router policy across replicas.")
     cache_tokens: int = Field(200_000, ge=0, description="Local engine: prefix-cache budget in tokens.")
+    max_running_requests: int | None = Field(None, ge=1, description="SGLang --max-running-requests per replica; empty = SGLang's default.")
+    namespace: str = Field(
+        "recslm", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", description="Kubernetes namespace of the fleet (a DNS-1123 label)."
+    )
+    image: str = Field("lmsysorg/sglang:v0.5.23", min_length=1, description="Serving image (pinned; the same SGLang version the launch args are validated against).")
+    router_image: str | None = Field(None, description="Router image; empty = the serving image, which ships sglang_router.")
+    router_port: int = Field(8000, ge=1, le=65535, description="Port of the router, the fleet's single entry point.")
+    gpu_type: str | None = Field(None, description="Node label nvidia.com/gpu.product the workers must run on (e.g. NVIDIA-H100-80GB-HBM3); empty = any GPU node.")
+    startup_timeout_s: int = Field(1800, ge=60, description="Seconds a replica may take to load the model before Kubernetes restarts it.")
+    cpu: str = Field("8", pattern=r"^\d+(\.\d+)?m?$", description="CPU request and limit of each replica (Kubernetes quantity).")
+    memory: str = Field("64Gi", pattern=r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$", description="Memory request and limit of each replica, /dev/shm included.")
+    shm_size: str = Field("16Gi", pattern=r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$", description="Size of /dev/shm (RAM-backed; NCCL needs it for tensor parallel).")
+    model_disk: str = Field("100Gi", pattern=r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$", description="Node-local disk for the downloaded checkpoint (emptyDir size limit).")
+    s3_secret: str = Field(
+        "recslm-s3",
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        description="Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally AWS_ENDPOINT_URL, AWS_DEFAULT_REGION for the model download.",
+    )
 
 
 class BenchConfig(StrictModel):

@@ -1,0 +1,68 @@
+"""Request and response bodies of the SGLang HTTP API subset the local engine speaks.
+
+Field names are SGLang's (``/generate``: ``text`` / ``input_ids``, ``sampling_params``,
+``return_logprob``, ``token_ids_logprob``, ``meta_info``; ``/v1/score``: ``query``,
+``items``, ``label_token_ids``, ``apply_softmax``), so a client written against the local
+engine runs unchanged against an SGLang server, and the other way round.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class SamplingParams(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # SGLang has many more; unknown ones are not ours to refuse
+
+    max_new_tokens: int = Field(128, ge=1)
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    stop_token_ids: list[int] = Field(default_factory=list)
+    seed: int | None = Field(None, alias="sampling_seed")
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    text: str | None = None
+    input_ids: list[int] | None = None
+    sampling_params: SamplingParams = Field(default_factory=SamplingParams)
+    return_logprob: bool = False
+    token_ids_logprob: list[int] | None = None
+    stream: bool = False
+    rid: str | None = None
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> GenerateRequest:
+        if (self.text is None) == (self.input_ids is None):
+            raise ValueError("give exactly one of text or input_ids")
+        return self
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    query: str | list[int]
+    items: str | list[str] | list[list[int]]
+    label_token_ids: list[int] = Field(min_length=1)
+    apply_softmax: bool = False
+    model: str | None = None
+
+    @model_validator(mode="after")
+    def _items_list(self) -> ScoreRequest:
+        if isinstance(self.items, str):
+            self.items = [self.items]
+        if not self.items:
+            raise ValueError("items is empty")
+        return self
+
+
+def generate_response(output_ids: list[int], text: str, meta: dict[str, Any]) -> dict[str, Any]:
+    return {"text": text, "output_ids": output_ids, "meta_info": meta}
+
+
+def score_response(scores: list[list[float]], model: str, prompt_tokens: int, cached_tokens: int) -> dict[str, Any]:
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 0, "total_tokens": prompt_tokens, "prompt_tokens_details": {"cached_tokens": cached_tokens}}
+    return {"scores": scores, "model": model, "usage": usage, "object": "scoring"}

@@ -1,0 +1,178 @@
+"""Load benchmark for "one member, k candidates" traffic (the paper's Tables 8-10).
+
+Members arrive as a Poisson process (``members_per_s``), or back to back from
+``concurrency`` workers (``members_per_s = 0``: the throughput limit). Each member has a
+``prefix_tokens``-long prompt and ``candidates`` items of ``candidate_tokens`` each;
+members are drawn from a pool of ``member_pool`` distinct members, so the first visit of
+a member is *cold* (its prefix is not cached) and later visits are *hot*.
+
+- ``api="score"`` (ranking, output length 1): one ``/v1/score`` request per member with
+  its k items; the request latency is the time to first (and only) token. With
+  ``split_items`` each candidate is its own request (prefix + one item): the traffic of a
+  client that does not group candidates, and, with the prefix cache off, the cost of
+  serving without any prefix reuse.
+- ``api="generate"``: k streamed ``/generate`` requests per member (prefix + candidate),
+  ``output_tokens`` each; TTFT from the first streamed token, TPOT from the rest.
+
+Token ids are random (seeded) and valid for the model's vocabulary: the benchmark
+measures the server, not the model's answers. It runs against the local engine or any
+SGLang server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from recslm.serve.client import Client, ServerError, Timing
+
+
+@dataclass(frozen=True)
+class Workload:
+    members_per_s: float = 4.0  # 0 = closed loop at ``concurrency``
+    candidates: int = 16
+    prefix_tokens: int = 512
+    candidate_tokens: int = 8
+    output_tokens: int = 1
+    duration_s: float = 30.0
+    member_pool: int = 64
+    concurrency: int = 4
+    api: str = "score"  # score | generate
+    split_items: bool = False  # score: one request per candidate (prefix + 1 item), as a server without prefix sharing sees it
+    label_token_ids: tuple[int, ...] = (5, 6)
+    vocab_low: int = 10  # random ids avoid the special tokens at the start of the vocabulary
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "members_per_s": self.members_per_s >= 0, "candidates": self.candidates >= 1, "prefix_tokens": self.prefix_tokens >= 1,
+            "candidate_tokens": self.candidate_tokens >= 1, "output_tokens": self.output_tokens >= 1, "duration_s": self.duration_s > 0,
+            "member_pool": self.member_pool >= 1, "concurrency": self.concurrency >= 1, "api": self.api in ("score", "generate"),
+        }  # fmt: skip
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"bench workload: invalid {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}")
+        if self.api == "score" and self.output_tokens != 1:
+            raise ValueError("bench workload: api=score returns one token per candidate; use api=generate for output_tokens > 1")
+
+
+@dataclass
+class MemberResult:
+    member: int
+    hot: bool
+    latency_s: float
+    requests: list[Timing] = field(default_factory=list)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class _Members:
+    def __init__(self, w: Workload, vocab_size: int):
+        self.w, self.rng = w, random.Random(w.seed)
+        high = vocab_size - 1
+        if high <= w.vocab_low:
+            raise ValueError(f"bench: vocabulary of {vocab_size} tokens is too small")
+        self.prompts = [
+            ([self.rng.randint(w.vocab_low, high) for _ in range(w.prefix_tokens)],
+             [[self.rng.randint(w.vocab_low, high) for _ in range(w.candidate_tokens)] for _ in range(w.candidates)])
+            for _ in range(w.member_pool)
+        ]  # fmt: skip
+        self.seen: set[int] = set()
+
+    def next(self) -> tuple[int, bool]:
+        member = self.rng.randrange(self.w.member_pool)
+        hot = member in self.seen
+        self.seen.add(member)
+        return member, hot
+
+
+async def _visit(client: Client, w: Workload, members: _Members, member: int, hot: bool) -> MemberResult:
+    prefix, items = members.prompts[member]
+    started = time.perf_counter()
+    if w.api == "score" and w.split_items:
+        replies = await asyncio.gather(*(client.score(prefix, [item], list(w.label_token_ids), routing_key=str(member)) for item in items))
+        timings = [t for _, t in replies]
+    elif w.api == "score":
+        _, timing = await client.score(prefix, items, list(w.label_token_ids), routing_key=str(member))
+        timings = [timing]
+    else:
+        replies = await asyncio.gather(*(client.generate(prefix + item, w.output_tokens, routing_key=str(member)) for item in items))
+        timings = [t for _, t in replies]
+    return MemberResult(member, hot, time.perf_counter() - started, timings)
+
+
+async def run_workload(endpoint: str, w: Workload, vocab_size: int | None = None) -> dict[str, Any]:
+    """Drive ``endpoint`` with ``w`` for ``w.duration_s`` seconds; return the measured result."""
+    async with Client(endpoint, max_connections=max(64, w.candidates * 8)) as client:
+        if not await client.health():
+            raise ServerError(f"{endpoint}/health: the server is not up")
+        info = await client.model_info()
+        members = _Members(w, vocab_size or int(info.get("vocab_size") or 32000))
+        results: list[MemberResult] = []
+        errors: list[str] = []
+        started = time.perf_counter()
+        deadline = started + w.duration_s
+
+        async def one(member: int, hot: bool) -> None:
+            try:
+                results.append(await _visit(client, w, members, member, hot))
+            except (ServerError, OSError) as exc:
+                errors.append(str(exc))
+
+        if w.members_per_s > 0:
+            rng, tasks, now = random.Random(w.seed + 1), [], time.perf_counter()
+            arrival = now
+            while arrival < deadline:
+                await asyncio.sleep(max(0.0, arrival - time.perf_counter()))
+                tasks.append(asyncio.create_task(one(*members.next())))
+                arrival += rng.expovariate(w.members_per_s)
+            await asyncio.gather(*tasks)
+        else:
+
+            async def worker() -> None:
+                while time.perf_counter() < deadline:
+                    await one(*members.next())
+
+            await asyncio.gather(*(worker() for _ in range(w.concurrency)))
+        wall = time.perf_counter() - started
+    return summarize(w, results, errors, wall, endpoint)
+
+
+def summarize(w: Workload, results: list[MemberResult], errors: list[str], wall_s: float, endpoint: str) -> dict[str, Any]:
+    requests = [t for r in results for t in r.requests]
+    ttft = {"all": [t.ttft_s for t in requests], "cold": [t.ttft_s for r in results if not r.hot for t in r.requests], "hot": [t.ttft_s for r in results if r.hot for t in r.requests]}
+    tpot = [(t.e2e_s - t.ttft_s) / (t.output_tokens - 1) for t in requests if t.output_tokens > 1]
+    prompt = sum(t.prompt_tokens for t in requests)
+    out = {
+        "endpoint": endpoint, "workload": asdict(w), "wall_s": wall_s, "members": len(results), "requests": len(requests), "errors": len(errors),
+        "error_examples": errors[:3],
+        "ttft_ms": {k: {"p50": 1000 * _percentile(v, 50), "p99": 1000 * _percentile(v, 99), "n": len(v)} for k, v in ttft.items()},
+        "member_latency_ms": {"p50": 1000 * _percentile([r.latency_s for r in results], 50), "p99": 1000 * _percentile([r.latency_s for r in results], 99)},
+        "tpot_ms": 1000 * statistics.fmean(tpot) if tpot else None,
+        "throughput": {"members_per_s": len(results) / wall_s, "candidates_per_s": len(results) * w.candidates / wall_s,
+                       "output_tokens_per_s": len(results) * w.candidates * w.output_tokens / wall_s},
+        "prefix_cache_hit_rate": sum(t.cached_tokens for t in requests) / prompt if prompt else 0.0,
+    }  # fmt: skip
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    """One row of the paper's Tables 8-10 layout, as plain text."""
+    w, t = result["workload"], result["ttft_ms"]
+    head = f"{'k':>4}{'P':>6}{'N':>4}{'rate/s':>8}{'TTFT p50':>10}{'p99':>8}{'hot p50':>9}{'cold p50':>9}{'member p50':>11}{'TPOT':>7}{'members/s':>10}{'hit':>6}"
+    tpot = "" if result["tpot_ms"] is None else f"{result['tpot_ms']:.1f}"
+    rate = "max" if w["members_per_s"] == 0 else f"{w['members_per_s']:g}"
+    row = (f"{w['candidates']:>4}{w['prefix_tokens']:>6}{w['output_tokens']:>4}{rate:>8}{t['all']['p50']:>10.1f}{t['all']['p99']:>8.1f}"
+           f"{t['hot']['p50']:>9.1f}{t['cold']['p50']:>9.1f}{result['member_latency_ms']['p50']:>11.1f}{tpot:>7}"
+           f"{result['throughput']['members_per_s']:>10.2f}{result['prefix_cache_hit_rate']:>6.2f}")  # fmt: skip
+    return head + "\n" + row + ("" if not result["errors"] else f"\n{result['errors']} errors, e.g. {result['error_examples'][0]}")

@@ -1,0 +1,245 @@
+"""The local engine's HTTP server (``recslm serve MODEL_DIR --port N``): FastAPI on uvicorn.
+
+One worker thread owns the engine (torch and the radix cache are used from it only).
+Requests wait in a queue; the batcher takes everything that has arrived while the worker
+was busy (and, with ``batch_window_ms`` > 0, what arrives within that window after the
+first; 0 by default: waiting costs every request its latency) and hands it over in one
+go: all ``/v1/score`` requests of a batch share one suffix forward over their items,
+``/generate`` requests run after them. A bad request gets a 400 with the reason (pydantic
+validation errors too, not FastAPI's 422); an unexpected error fails that request (500)
+and leaves the server up. On SIGTERM uvicorn stops accepting and finishes what is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import queue
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from recslm.serve.api import GenerateRequest, ScoreRequest, generate_response, score_response
+from recslm.serve.engine import Engine, RequestError, ScoreJob
+
+
+@dataclass
+class _Pending:
+    kind: str  # "score" | "generate"
+    payload: Any
+    future: asyncio.Future
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "code": status}}, status_code=status)
+
+
+class Batcher:
+    """Collects requests that arrive together and runs them on the engine's single worker thread."""
+
+    def __init__(self, engine: Engine, window_ms: float = 0.0):
+        self.engine = engine
+        self.window = window_ms / 1000
+        self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self.lock = threading.Lock()  # the engine is used by one thread at a time
+        self.batches = 0
+        self.batched_requests = 0
+
+    async def submit(self, kind: str, payload: Any) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put(_Pending(kind, payload, future))
+        return await future
+
+    async def run(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            if self.window:
+                await asyncio.sleep(self.window)
+            while not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            self.batches += 1
+            self.batched_requests += len(batch)
+            await asyncio.to_thread(self._work, batch)
+
+    def _work(self, batch: list[_Pending]) -> None:
+        with self.lock:
+            scores = [p for p in batch if p.kind == "score"]
+            if scores:
+                self._settle_all(scores, lambda: self.engine.score([p.payload for p in scores]))
+            for p in batch:
+                if p.kind == "generate":
+                    self._settle_all([p], lambda p=p: [self.engine.generate(**p.payload)])
+
+    def _settle_all(self, pending: list[_Pending], compute) -> None:
+        try:
+            results = compute()
+        except Exception as exc:  # noqa: BLE001 - one batch's failure must not stop the server
+            for p in pending:
+                p.future.get_loop().call_soon_threadsafe(_set_exception, p.future, exc)
+            return
+        for p, result in zip(pending, results):
+            p.future.get_loop().call_soon_threadsafe(_set_result, p.future, result)
+
+
+def _set_result(future: asyncio.Future, value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def create_app(model_dir: Path, *, cache_tokens: int = 200_000, batch_window_ms: float = 0.0, threads: int | None = None) -> FastAPI:
+    """The FastAPI app serving the model in ``model_dir`` (loaded once, at startup)."""
+    state: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = await asyncio.to_thread(Engine, model_dir, cache_tokens=cache_tokens, threads=threads)
+        batcher = Batcher(engine, batch_window_ms)
+        state.update(engine=engine, batcher=batcher, task=asyncio.create_task(batcher.run()), name=Path(model_dir).name)
+        yield
+        state["task"].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await state["task"]
+
+    app = FastAPI(title="recslm local engine", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors())
+        return _error(400, f"invalid request: {reasons}")
+
+    @app.exception_handler(RequestError)
+    async def refused(request: Request, exc: RequestError) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"{type(exc).__name__}: {exc}")
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        return JSONResponse({})
+
+    @app.get("/health_generate")
+    async def health_generate() -> JSONResponse:
+        engine: Engine = state["engine"]
+        await state["batcher"].submit("generate", {"ids": [engine.pad_id, engine.pad_id], "max_new_tokens": 1, "temperature": 0.0})
+        return JSONResponse({})
+
+    @app.get("/model_info")
+    async def model_info() -> dict[str, Any]:
+        engine: Engine = state["engine"]
+        return {
+            "model_path": str(engine.model_dir), "tokenizer_path": str(engine.model_dir), "is_generation": True,
+            "context_length": engine.context_length, "vocab_size": engine.vocab_size, "cache_tokens": engine.cache.budget,
+        }  # fmt: skip
+
+    @app.get("/metrics_json")
+    async def metrics() -> dict[str, Any]:
+        engine: Engine = state["engine"]
+        batcher: Batcher = state["batcher"]
+        return {
+            "requests": engine.stats.requests, "prompt_tokens": engine.stats.prompt_tokens, "cached_tokens": engine.stats.cached_tokens,
+            "cache_hit_rate": engine.stats.hit_rate, "cached_tokens_in_tree": engine.cache.tokens, "evicted_tokens": engine.cache.evicted,
+            "batches": batcher.batches, "batched_requests": batcher.batched_requests,
+        }  # fmt: skip
+
+    @app.post("/v1/score")
+    async def score(body: ScoreRequest) -> dict[str, Any]:
+        engine: Engine = state["engine"]
+        query = engine.encode_query(body.query)
+        items = [engine.encode_item(i) for i in body.items]
+        engine.check_ids(query, "query", extra=max(map(len, items)))
+        for i, item in enumerate(items):
+            engine.check_ids(item, f"items[{i}]")
+        labels = body.label_token_ids
+        engine.check_ids(labels, "label_token_ids")
+        result = await state["batcher"].submit("score", ScoreJob(query, items, labels, body.apply_softmax))
+        return score_response(result.scores, body.model or state["name"], result.prompt_tokens, result.cached_tokens)
+
+    @app.post("/generate", response_model=None)
+    async def generate(body: GenerateRequest) -> dict[str, Any] | StreamingResponse:
+        engine: Engine = state["engine"]
+        ids = engine.encode_query(body.text) if body.text is not None else list(body.input_ids)
+        sp = body.sampling_params
+        engine.check_ids(ids, "input_ids" if body.input_ids is not None else "text", extra=sp.max_new_tokens)
+        if body.token_ids_logprob:
+            engine.check_ids(body.token_ids_logprob, "token_ids_logprob")
+        kwargs = {"ids": ids, "max_new_tokens": sp.max_new_tokens, "temperature": sp.temperature, "top_p": sp.top_p,
+                  "seed": sp.seed, "token_ids_logprob": body.token_ids_logprob, "stop_token_ids": sp.stop_token_ids}  # fmt: skip
+        rid = body.rid or uuid.uuid4().hex
+        if body.stream:
+            return StreamingResponse(_stream(state, kwargs, body, rid), media_type="text/event-stream")
+        started = time.perf_counter()
+        result = await state["batcher"].submit("generate", kwargs)
+        meta = _meta(rid, len(ids), result.output_ids, result.cached_tokens, time.perf_counter() - started, sp.max_new_tokens)
+        if body.return_logprob:
+            meta["output_token_logprobs"] = [[lp, t, None] for lp, t in zip(result.output_token_logprobs, result.output_ids)]
+        if body.token_ids_logprob:
+            meta["output_token_ids_logprobs"] = [[[lp, t, None] for lp, t in zip(row, body.token_ids_logprob)] for row in result.output_token_ids_logprobs]
+        return generate_response(result.output_ids, result.text, meta)
+
+    return app
+
+
+def _meta(rid: str, prompt_tokens: int, output_ids: list[int], cached: int, latency: float, max_new_tokens: int) -> dict[str, Any]:
+    finished = "length" if len(output_ids) >= max_new_tokens else "stop"
+    return {"id": rid, "prompt_tokens": prompt_tokens, "completion_tokens": len(output_ids), "cached_tokens": cached,
+            "e2e_latency": latency, "finish_reason": {"type": finished}}  # fmt: skip
+
+
+async def _stream(state: dict[str, Any], kwargs: dict[str, Any], body: GenerateRequest, rid: str) -> AsyncIterator[bytes]:
+    """Server-sent events as SGLang sends them: one ``data:`` line per new token (cumulative
+    text and ids), then ``data: [DONE]``. The tokens are produced on the engine's worker
+    thread, under its lock, and handed over through a queue."""
+    engine: Engine = state["engine"]
+    batcher: Batcher = state["batcher"]
+    tokens: queue.Queue = queue.Queue()
+
+    def produce() -> None:
+        try:
+            with batcher.lock:
+                for item in engine.generate_stream(**kwargs):
+                    tokens.put(item)
+        except Exception as exc:  # noqa: BLE001 - reported to the client as the last event
+            tokens.put(exc)
+        tokens.put(None)
+
+    worker = threading.Thread(target=produce, daemon=True)
+    started = time.perf_counter()
+    worker.start()
+    output: list[int] = []
+    while True:
+        item = await asyncio.to_thread(tokens.get)
+        if item is None:
+            break
+        if isinstance(item, Exception):
+            yield f"data: {json.dumps({'error': {'message': str(item)}})}\n\n".encode()
+            break
+        token, _logprob, _chosen, hit = item
+        output.append(token)
+        meta = _meta(rid, len(kwargs["ids"]), output, hit, time.perf_counter() - started, kwargs["max_new_tokens"])
+        text = engine.tokenizer.decode(output, skip_special_tokens=True)
+        yield f"data: {json.dumps(generate_response(list(output), text, meta))}\n\n".encode()
+    yield b"data: [DONE]\n\n"
+
+
+def serve(model_dir: Path, *, host: str = "127.0.0.1", port: int = 30000, cache_tokens: int = 200_000, batch_window_ms: float = 0.0, threads: int | None = None) -> None:
+    """Run the server until SIGINT/SIGTERM (uvicorn finishes in-flight requests first)."""
+    import uvicorn
+
+    app = create_app(model_dir, cache_tokens=cache_tokens, batch_window_ms=batch_window_ms, threads=threads)
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=30)
