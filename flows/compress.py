@@ -27,6 +27,7 @@ from tasks.evaluate import evaluate_task
 from tasks.prune import profile_task, prune_task
 from tasks.options import with_retries
 from tasks.quantize import quantize_task
+from tasks.serve import deploy_task
 from tasks.teacher import teacher_task
 from tasks.tracking import Tracker, TrackingHandle
 
@@ -34,7 +35,7 @@ from tasks.tracking import Tracker, TrackingHandle
 def unavailable_stages(config: PipelineConfig) -> list[str]:
     """Config switches for stages this version does not run yet."""
     wanted = {
-        "bench.enabled": config.bench.enabled,
+        "serve.target kubernetes (needs the S3 artifact store)": config.serve.enabled and config.serve.target == "kubernetes",
         "execution.backend != local": config.execution.backend != "local",
         "store.uri s3://": config.store.uri.startswith("s3://"),
     }
@@ -116,6 +117,11 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
                     models.append(final_record)
                 if config.quantize.enabled:
                     models += quantize_final(config, tracker, data, final, final_record, stages, teacher_auc, run_dir)
+                if config.serve.enabled:
+                    served = final if config.serve.model == "final" else stages[f"quantize.{config.serve.model}"]
+                    name = final_record.name if config.serve.model == "final" else f"{final_record.name}-{config.serve.model}"
+                    stages["deploy"] = with_retries(deploy_task, config)(config, tracker.handle, data, served, name, run_id)
+                    _report_deploy(stages["deploy"], name)
         summary = RunSummary(
             run_id=run_id,
             config_hash=config.config_hash(),
@@ -223,6 +229,16 @@ def quantize_final(
     tracker.log_artifact(tracker.handle.parent_run_id or None, str(path))
     get_run_logger().info("quantization of %s:\n%s", base_record.name, table)
     return [v.record for v in variants]
+
+
+def _report_deploy(ref: ArtifactRef, name: str) -> None:
+    """The deploy stage's outcome in the run log: where it serves (or served) and the benchmark table."""
+    logger = get_run_logger()
+    record = ref.metrics["deploy"]
+    state = "serving at" if ref.metrics["kept_running"] else "verified and stopped; served at"
+    logger.info("deploy of %s (version %s): %s %s, smoke max |score diff| %.2g", name, record["version"], state, record["traffic_endpoint"], record["smoke_routed"]["max_abs_diff"])
+    if (ref.path / "bench.txt").is_file():
+        logger.info("bench of %s:\n%s", name, (ref.path / "bench.txt").read_text())
 
 
 def _log_student(tracker: Tracker, model: ArtifactRef, evaluation: ArtifactRef, record: ModelRecord) -> None:

@@ -310,6 +310,9 @@ class EvaluateConfig(StrictModel):
 
 
 class ServeConfig(StrictModel):
+    enabled: bool = Field(False, description="Deploy the final model at the end of the run, smoke-test it (and benchmark it with bench.enabled).")
+    model: str = Field("final", pattern=r"^(final|fp8_dynamic|w8a8_int|w4a16_gptq|w4a16_quantease)$", description="What to deploy: the final student (pruned if prune ran) or one of its quantized variants.")
+    keep_running: bool = Field(False, description="Local target: leave the engine running after the run (the summary names its endpoint); off: stop it once verified and benchmarked.")
     target: Literal["local", "kubernetes"] = Field("local", description="Deploy to the local engine or a Kubernetes SGLang fleet.")
     replicas: int = Field(1, ge=1, description="SGLang replicas.")
     tensor_parallel: int = Field(1, ge=1, description="GPUs per replica (--tp).")
@@ -347,6 +350,8 @@ class BenchConfig(StrictModel):
     prefix_tokens: int = Field(512, ge=1, description="Shared prefix length P.")
     output_tokens: int = Field(1, ge=1, description="Generated tokens per candidate (1 = ranking).")
     duration_s: float = Field(30.0, gt=0, description="Benchmark length.")
+    candidate_tokens: int = Field(8, ge=1, description="Tokens per candidate.")
+    member_pool: int = Field(64, ge=1, description="Distinct members; a member's first visit is cold (prefix not cached), later ones hot.")
 
 
 class SlurmConfig(StrictModel):
@@ -400,6 +405,12 @@ class PipelineConfig(StrictModel):
     def _cross_checks(self) -> PipelineConfig:
         if self.prune.enabled and not self.students:
             raise ValueError("prune.enabled: pruning acts on the selected student, and students is empty")
+        if self.bench.enabled and not self.serve.enabled:
+            raise ValueError("bench.enabled: the benchmark runs against the deployed model; turn serve.enabled on too")
+        if self.serve.enabled and self.serve.model != "final" and (not self.quantize.enabled or self.serve.model not in self.quantize.schemes):
+            raise ValueError(f"serve.model: {self.serve.model} is not produced by this run; list it in quantize.schemes (with quantize.enabled) or deploy 'final'")
+        if self.serve.enabled and not self.students:
+            raise ValueError("serve.enabled: the deployed model is the selected student, and students is empty")
         if self.quantize.enabled and not self.students:
             raise ValueError("quantize.enabled: quantization acts on the selected (and pruned) student, and students is empty")
         names = [s.name for s in self.students]

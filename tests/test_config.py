@@ -100,3 +100,15 @@ def test_every_field_is_documented():
     assert len(fields) > 80
     undocumented = [name for name, _, _, description in fields if not description]
     assert undocumented == []
+
+
+def test_serve_and_bench_switches_must_fit_together(tmp_path):
+    student = "students:\n  - name: s1\n    arch: {hidden_size: 64}\n"
+    with pytest.raises(ConfigError, match="bench.enabled: the benchmark runs against the deployed model"):
+        load_config(write(tmp_path, student + "bench: {enabled: true}\n"))
+    with pytest.raises(ConfigError, match="serve.model: w4a16_gptq is not produced by this run"):
+        load_config(write(tmp_path, student + "serve: {enabled: true, model: w4a16_gptq}\nquantize: {enabled: true, schemes: [fp8_dynamic]}\n"))
+    with pytest.raises(ConfigError, match="serve.enabled: the deployed model is the selected student"):
+        load_config(write(tmp_path, "serve: {enabled: true}\n"))
+    cfg = load_config(write(tmp_path, student + "serve: {enabled: true, model: fp8_dynamic}\nquantize: {enabled: true, schemes: [fp8_dynamic]}\nbench: {enabled: true}\n"))
+    assert cfg.serve.model == "fp8_dynamic" and cfg.bench.enabled

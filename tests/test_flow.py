@@ -26,7 +26,7 @@ def test_summary_json_follows_the_contract(smoke):
     schemes = ["fp8_dynamic", "w8a8_int", "w4a16_gptq", "w4a16_quantease"]
     assert set(summary["stages"]) == {"data", "teacher", "evaluate", "teacher_logits", "select", "profile", "prune", f"evaluate.{pruned}"} | {
         f"{stage}.{name}" for stage in ("distill", "evaluate") for name in students
-    } | {f"quantize.{s}" for s in schemes} | {f"evaluate.{pruned}-{s}" for s in schemes}
+    } | {f"quantize.{s}" for s in schemes} | {f"evaluate.{pruned}-{s}" for s in schemes} | {"deploy"}
     for rec in summary["stages"].values():
         assert set(rec) >= {"key", "uri", "cached", "wall_s", "metrics"} and rec["cached"] is False
     teacher = summary["models"][0]
@@ -104,6 +104,23 @@ def test_the_final_student_is_quantized_with_every_scheme(smoke):
     assert all(f"| {s} |" in table for s in schemes) and f"none ({pruned['name']})" in table
 
 
+def test_the_final_model_is_deployed_smoke_tested_benchmarked_and_stopped(smoke):
+    """smoke.yaml: serve.enabled (local target) and bench.enabled, a short ranking load."""
+    import httpx
+
+    summary = json.loads((smoke["root"] / "first" / "summary.json").read_text())
+    stage = summary["stages"]["deploy"]
+    record, bench = stage["metrics"]["deploy"], stage["metrics"]["bench"]
+    assert record["version"] == "first" and record["previous"] is None
+    assert record["smoke_direct"]["max_abs_diff"] < 1e-3 and record["smoke_routed"]["scores"] > 0
+    assert bench["errors"] == 0 and bench["members"] > 0 and 0 < bench["prefix_cache_hit_rate"] < 1
+    assert bench["ttft_ms"]["all"]["p50"] > 0 and bench["throughput"]["members_per_s"] > 0
+    assert (Path(stage["uri"]) / "bench.json").is_file()
+    with pytest.raises(httpx.HTTPError):  # keep_running is off: the engine was stopped after the benchmark
+        httpx.get(record["traffic_endpoint"] + "/health", timeout=2)
+    assert summary["stages"]["deploy"]["key"] == smoke["second"].stages["deploy"].key and smoke["second"].stages["deploy"].cached
+
+
 def test_teacher_artifact_is_a_plain_hugging_face_directory(smoke):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -143,7 +160,7 @@ def test_mlflow_holds_the_same_teacher_auc(smoke):
     schemes = ["fp8_dynamic", "w8a8_int", "w4a16_gptq", "w4a16_quantease"]
     assert set(by_name) == {"data", "teacher", "evaluate-teacher", "teacher_logits", "select", f"profile-{winner}", f"prune-{winner}", f"evaluate-{winner}-pruned"} | {
         f"{stage}-{m['name']}" for stage in ("distill", "evaluate") for m in students
-    } | {f"{stage}-{winner}-pruned-{s}" for stage in ("quantize", "evaluate") for s in schemes}
+    } | {f"{stage}-{winner}-pruned-{s}" for stage in ("quantize", "evaluate") for s in schemes} | {f"deploy-{winner}-pruned"}
     # each quantize run has its variant's AUC and the per-layer errors over depth; the parent the table
     quantease_run = by_name[f"quantize-{winner}-pruned-w4a16_quantease"]
     assert "auc_mean" in quantease_run.data.metrics and "layer_errors.quantease_below_gptq" in quantease_run.data.metrics
@@ -151,6 +168,9 @@ def test_mlflow_holds_the_same_teacher_auc(smoke):
         summary["stages"]["quantize.w4a16_quantease"]["metrics"]["layers"]
     )
     assert "quantization.md" in {f.path for f in client.list_artifacts(parent.info.run_id)}
+    deploy_run = by_name[f"deploy-{winner}-pruned"].data.metrics
+    assert deploy_run["bench.ttft_ms.all.p50"] == pytest.approx(summary["stages"]["deploy"]["metrics"]["bench"]["ttft_ms"]["all"]["p50"])
+    assert deploy_run["deploy.smoke_direct.max_abs_diff"] < 1e-3
     # the prune run has the per-step re-distillation curves and the pruned model's AUC
     prune_run = by_name[f"prune-{winner}"]
     assert "auc_mean" in prune_run.data.metrics and client.get_metric_history(prune_run.info.run_id, "train/step0_loss")
@@ -202,10 +222,10 @@ def test_stage_this_version_cannot_run_stops_before_any_work(smoke, prefect_harn
     from flows.compress import compress
 
     cfg = smoke["cfg"].model_copy(deep=True)
-    cfg.bench.enabled = True
-    with pytest.raises(StageNotAvailableError, match="bench.enabled"):
-        compress(cfg, run_id="benched")
-    assert not (smoke["root"] / "benched").exists()
+    cfg.serve.target = "kubernetes"
+    with pytest.raises(StageNotAvailableError, match="serve.target kubernetes"):
+        compress(cfg, run_id="fleet")
+    assert not (smoke["root"] / "fleet").exists()
 
 
 def test_cli_run_reuses_the_store_and_prints_the_summary(smoke, repo_root):

@@ -125,3 +125,19 @@ def test_requests_arriving_together_are_batched(client, records, tokenizer):
     assert after["batches"] - before["batches"] < len(bodies)  # some went through in one batch
     alone = [client.post("/v1/score", json=b).json()["scores"] for b in bodies[:3]]
     assert torch.allclose(torch.tensor(together[:3]), torch.tensor(alone), atol=1e-5)
+
+
+def test_prefix_cache_budget_evicts_old_members_through_the_api(model_dir, records, tokenizer):
+    answers = answer_token_ids(tokenizer)
+    groups = make_groups(records, tokenizer)
+    budget = len(groups[0].prefix_ids) * 2  # room for about two members' prompts
+    with TestClient(create_app(model_dir, cache_tokens=budget)) as small:
+        body = lambda g: {"query": g.prefix_ids, "items": g.candidate_ids, "label_token_ids": [answers[1], answers[0]], "apply_softmax": True}  # noqa: E731
+        first = small.post("/v1/score", json=body(groups[0])).json()
+        for g in groups[1:6]:
+            small.post("/v1/score", json=body(g))
+        stats = small.get("/metrics_json").json()
+        assert stats["evicted_tokens"] > 0 and stats["cached_tokens_in_tree"] <= budget
+        again = small.post("/v1/score", json=body(groups[0])).json()
+        assert again["usage"]["prompt_tokens_details"]["cached_tokens"] < len(groups[0].prefix_ids)  # member 0 was evicted
+        assert torch.allclose(torch.tensor(again["scores"]), torch.tensor(first["scores"]), atol=1e-6)  # and recomputed exactly
