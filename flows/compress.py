@@ -37,7 +37,6 @@ def unavailable_stages(config: PipelineConfig) -> list[str]:
     wanted = {
         "serve.target kubernetes (needs the S3 artifact store)": config.serve.enabled and config.serve.target == "kubernetes",
         "execution.backend != local": config.execution.backend != "local",
-        "store.uri s3://": config.store.uri.startswith("s3://"),
     }
     return [name for name, on in wanted.items() if on]
 

@@ -42,11 +42,12 @@ class ArtifactRef(BaseModel):
     cached: bool = Field(False, description="True when the artifact was already in the store.")
     wall_s: float = Field(0.0, description="Seconds the stage took in this pipeline run (a lookup when cached).")
     tracking_run_id: str | None = Field(None, description="MLflow run of this stage in this pipeline run, if tracking is on.")
+    local: str | None = Field(None, description="Local copy of a remote (s3://) artifact on the worker that made the reference.")
 
     @property
     def path(self) -> Path:
-        """Local folder of the artifact (local stores only)."""
-        return Path(self.uri.removeprefix("file://"))
+        """Local folder of the artifact: the folder itself, or the local copy of a remote one."""
+        return Path(self.local) if self.local else Path(self.uri.removeprefix("file://"))
 
 
 def artifact_key(stage: str, stage_config: Any, input_keys: dict[str, str] | None = None) -> str:
@@ -106,6 +107,14 @@ class LocalStore:
         If another worker published the same key first, its artifact wins and ours is dropped:
         both are the same content by construction.
         """
+        self.write_records(stage, key, staging, metrics=metrics, stage_config=stage_config, input_keys=input_keys, wall_s=wall_s, extra=extra)
+        return self.publish_prepared(stage, key, staging, metrics=metrics, wall_s=wall_s)
+
+    def write_records(
+        self, stage: str, key: str, staging: Path, *, metrics: dict[str, Any], stage_config: Any, input_keys: dict[str, str], wall_s: float,
+        extra: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        """metrics.json and stage.json into a staged artifact (stage.json is what makes it count)."""
         _write_json(staging / METRICS_FILE, metrics)
         _write_json(
             staging / STAGE_FILE,
@@ -121,6 +130,9 @@ class LocalStore:
                 **(extra or {}),
             },
         )
+
+    def publish_prepared(self, stage: str, key: str, staging: Path, *, metrics: dict[str, Any], wall_s: float) -> ArtifactRef:
+        """Rename a staged artifact (records written) into place and drop its checkpoints."""
         final = self.artifact_dir(stage, key)
         final.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -144,10 +156,13 @@ class LocalStore:
         return path
 
 
-def open_store(uri: str) -> LocalStore:
-    """Open the store named by ``store.uri``."""
+def open_store(uri: str, cache_dir: Path | None = None) -> LocalStore:
+    """Open the store named by ``store.uri``: a local folder, or ``s3://bucket/prefix`` with its
+    local cache in ``cache_dir`` (default ``~/.cache/recslm/s3``)."""
     if uri.startswith("s3://"):
-        raise ConfigError(f"store.uri: {uri}: the S3 store is not available in this version; use a local folder")
+        from recslm.s3store import S3Store
+
+        return S3Store(uri, cache_dir or Path.home() / ".cache" / "recslm" / "s3")  # type: ignore[return-value]
     return LocalStore(uri)
 
 

@@ -60,7 +60,7 @@ def run_stage(
     ``name`` distinguishes several runs of one stage (e.g. evaluate of teacher and students)
     in MLflow; the key alone decides what is cached.
     """
-    store = open_store(config.store_uri())
+    store = open_store(config.store_uri(), config.run.root / "store-cache")
     params = stage_params(stage_config)
     input_keys = {role: ref.key for role, ref in inputs.items()}
     key = artifact_key(stage, params, input_keys)

@@ -1,0 +1,133 @@
+"""The S3 artifact store against a real S3-compatible server on localhost (moto in server mode)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from recslm.s3store import S3Store, StoreError
+from recslm.store import STAGE_FILE
+
+SECRET = "planted-s3cr3t-value-7f3a"
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "recslm-test", "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"})
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="artifacts")
+    yield os.environ["AWS_ENDPOINT_URL"]
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def stage_folder(store, files: dict[str, bytes]):
+    staging = store.new_staging_dir("teacher", "k" * 64)
+    for name, data in files.items():
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).write_bytes(data)
+    return staging
+
+
+def publish(store, staging, key="k" * 64):
+    return store.publish("teacher", key, staging, metrics={"auc": 0.7}, stage_config={"lr": 1}, input_keys={"data": "d" * 64}, wall_s=1.0)
+
+
+def test_published_artifact_is_found_and_downloaded_by_another_worker(s3_endpoint, tmp_path):
+    writer = S3Store("s3://artifacts/team/run", tmp_path / "cache-a")
+    assert writer.lookup("teacher", "k" * 64) is None
+    ref = publish(writer, stage_folder(writer, {"model/config.json": b"{}", "model/weights.bin": os.urandom(1000)}))
+    assert ref.uri == "s3://artifacts/team/run/teacher/" + "k" * 64 and (ref.path / "model" / "config.json").is_file()
+    reader = S3Store("s3://artifacts/team/run", tmp_path / "cache-b")  # an empty cache: must download
+    found = reader.lookup("teacher", "k" * 64)
+    assert found is not None and found.cached and found.metrics == {"auc": 0.7}
+    assert (found.path / "model" / "weights.bin").read_bytes() == (ref.path / "model" / "weights.bin").read_bytes()
+    assert found.path != ref.path and str(tmp_path / "cache-b") in str(found.path)
+    keys = reader.object_keys()
+    assert f"team/run/teacher/{'k' * 64}/{STAGE_FILE}" in keys and f"team/run/teacher/{'k' * 64}/metrics.json" in keys
+
+
+def test_large_files_go_up_in_parts(s3_endpoint, tmp_path):
+    store = S3Store("s3://artifacts/multipart", tmp_path / "cache", multipart_threshold=5 * 2**20)
+    big = os.urandom(12 * 2**20)
+    publish(store, stage_folder(store, {"model/model.safetensors": big}))
+    head = store.client.head_object(Bucket="artifacts", Key=f"multipart/teacher/{'k' * 64}/model/model.safetensors")
+    assert "-" in head["ETag"] and head["ContentLength"] == len(big)  # a multipart ETag is <md5>-<parts>
+    again = S3Store("s3://artifacts/multipart", tmp_path / "other").lookup("teacher", "k" * 64)
+    assert (again.path / "model" / "model.safetensors").read_bytes() == big
+
+
+def test_an_interrupted_upload_is_never_visible(s3_endpoint, tmp_path):
+    store = S3Store("s3://artifacts/broken", tmp_path / "cache")
+    real_upload = store.client.upload_file
+    calls = []
+
+    def failing(path, bucket, key, **kwargs):
+        calls.append(key)
+        if len(calls) == 2:
+            raise OSError("connection reset by peer")
+        return real_upload(path, bucket, key, **kwargs)
+
+    store.client.upload_file = failing
+    staging = stage_folder(store, {"a.bin": b"a", "b.bin": b"b", "c.bin": b"c"})
+    with pytest.raises(StoreError, match="uploading b.bin on s3://artifacts at http://127.0.0.1"):
+        publish(store, staging)
+    assert any(k.endswith("a.bin") for k in store.object_keys())  # some files went up ...
+    assert S3Store("s3://artifacts/broken", tmp_path / "fresh").lookup("teacher", "k" * 64) is None  # ... but no artifact
+    store.client.upload_file = real_upload
+    publish(store, staging)  # the retry of the stage publishes it completely
+    assert S3Store("s3://artifacts/broken", tmp_path / "fresh2").lookup("teacher", "k" * 64) is not None
+
+
+def _inject_503(store, failures: int):
+    from botocore.awsrequest import AWSResponse
+
+    seen = {"n": 0}
+
+    class Raw:
+        def stream(self, **kwargs):
+            yield b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+
+    def handler(request, **kwargs):
+        seen["n"] += 1
+        if seen["n"] <= failures:
+            return AWSResponse(request.url, 503, {}, Raw())
+        return None
+
+    store.client.meta.events.register("before-send.s3.PutObject", handler)
+    return seen
+
+
+def test_throttling_is_retried_with_backoff_then_reported_clearly(s3_endpoint, tmp_path):
+    store = S3Store("s3://artifacts/flaky", tmp_path / "cache", max_attempts=4)
+    seen = _inject_503(store, failures=2)
+    publish(store, stage_folder(store, {"x.bin": b"x"}))
+    assert seen["n"] >= 3  # two throttled attempts, then success
+    down = S3Store("s3://artifacts/down", tmp_path / "cache2", max_attempts=3)
+    _inject_503(down, failures=10**6)
+    with pytest.raises(StoreError) as err:
+        publish(down, stage_folder(down, {"x.bin": b"x"}))
+    message = str(err.value)
+    assert "s3://artifacts at http://127.0.0.1" in message and ("SlowDown" in message or "503" in message)
+    assert SECRET not in message
+    assert S3Store("s3://artifacts/down", tmp_path / "cache3").lookup("teacher", "k" * 64) is None
+
+
+def test_a_uri_without_bucket_is_a_clear_error(tmp_path):
+    with pytest.raises(StoreError, match="names no bucket"):
+        S3Store("s3:///nothing", tmp_path)
