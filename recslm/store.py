@@ -20,7 +20,7 @@ import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -156,13 +156,25 @@ class LocalStore:
         return path
 
 
-def open_store(uri: str, cache_dir: Path | None = None) -> LocalStore:
+class ArtifactStore(Protocol):
+    """What stages need of a store; :class:`LocalStore` and :class:`recslm.s3store.S3Store` provide it."""
+
+    def artifact_dir(self, stage: str, key: str) -> Path: ...
+    def lookup(self, stage: str, key: str) -> ArtifactRef | None: ...
+    def work_dir(self, stage: str, key: str) -> Path: ...
+    def new_staging_dir(self, stage: str, key: str) -> Path: ...
+    def publish(self, stage: str, key: str, staging: Path, **kwargs: Any) -> ArtifactRef: ...
+    def discard(self, staging: Path) -> None: ...
+    def local_path(self, ref: ArtifactRef) -> Path: ...
+
+
+def open_store(uri: str, cache_dir: Path | None = None) -> ArtifactStore:
     """Open the store named by ``store.uri``: a local folder, or ``s3://bucket/prefix`` with its
     local cache in ``cache_dir`` (default ``~/.cache/recslm/s3``)."""
     if uri.startswith("s3://"):
         from recslm.s3store import S3Store
 
-        return S3Store(uri, cache_dir or Path.home() / ".cache" / "recslm" / "s3")  # type: ignore[return-value]
+        return S3Store(uri, cache_dir or Path.home() / ".cache" / "recslm" / "s3")
     return LocalStore(uri)
 
 
