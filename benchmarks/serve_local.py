@@ -21,38 +21,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime
 import json
 import os
 import platform
-import socket
-import threading
-import time
 from pathlib import Path
 
 import torch
-import uvicorn
 
 from recslm.serve.bench import Workload, run_workload, table
-from recslm.serve.server import create_app
+from recslm.serve.server import background_server
 
 
-@contextlib.contextmanager
 def running(model: Path, cache_tokens: int):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(model, cache_tokens=cache_tokens), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join()
+    return background_server(model, cache_tokens=cache_tokens)
 
 
 def measure(endpoint: str, **kwargs) -> dict:

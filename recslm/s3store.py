@@ -91,13 +91,7 @@ class S3Store:
         """The published artifact, downloaded into the local cache if it is not there yet."""
         cached = self.cache.lookup(stage, key)
         if cached is None:
-            from botocore.exceptions import BotoCoreError
-
-            try:
-                published = self._exists(self._key(stage, key, STAGE_FILE))
-            except BotoCoreError as exc:
-                raise StoreError(f"looking up {stage}/{key[:12]} on {self._where()} failed after retries: {exc}") from exc
-            if not published:
+            if not self._call(f"looking up {stage}/{key[:12]}", self._exists, self._key(stage, key, STAGE_FILE)):
                 return None
             self._download(stage, key)
             cached = self.cache.lookup(stage, key)

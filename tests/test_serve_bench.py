@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
 
+import httpx
 import pytest
-import uvicorn
 
 from recslm.models.factory import save_model
 from recslm.serve.bench import Workload, run_workload, table
 from recslm.serve.capacity import CapacityError, plan
 from recslm.serve.client import Client, ServerError
-from recslm.serve.server import create_app
+from recslm.serve.server import background_server
 from tests.helpers import tiny_model
 
 
@@ -22,20 +19,10 @@ from tests.helpers import tiny_model
 def endpoint(tmp_path_factory, tokenizer):
     folder = tmp_path_factory.mktemp("bench-model")
     save_model(tiny_model(tokenizer, "llama", seed=2), tokenizer, folder)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(folder, cache_tokens=20_000), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the local engine did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
-    assert not thread.is_alive(), "the server did not shut down"
+    with background_server(folder, cache_tokens=20_000) as url:
+        yield url
+    with pytest.raises(httpx.HTTPError):  # shut down on exit
+        httpx.get(f"{url}/health", timeout=2)
 
 
 def test_ranking_benchmark_measures_hot_and_cold_members(endpoint):

@@ -7,12 +7,11 @@ import httpx
 import pytest
 
 from recslm.config import ServeConfig
-from recslm.data.tokenizer import answer_token_ids
-from recslm.evaluate.scoring import make_groups, score_records
-from recslm.models.factory import load_model, save_model
-from recslm.serve.deploy import DeployError, LocalTarget, deploy, score_smoke_test
+from recslm.models.factory import save_model
+from recslm.serve.deploy import DeployError, LocalTarget, deploy
 from recslm.serve.k8s import router_name, worker_name
 from recslm.serve.kube_target import ACTIVE_ANNOTATION, KubernetesTarget
+from recslm.serve.stage import offline_smoke_test
 from tests.helpers import tiny_model
 
 pytestmark = pytest.mark.slow
@@ -31,11 +30,7 @@ def models(tmp_path_factory, tokenizer):
 
 def smoke_for(model_dir, records, tokenizer):
     """The smoke test of ``model_dir``: its offline scores of 3 members."""
-    groups = make_groups(records, tokenizer)[:3]
-    subset = [records[i] for g in groups for i in g.record_index]
-    expected = score_records(load_model(model_dir), tokenizer, subset).scores
-    answers = answer_token_ids(tokenizer)
-    return score_smoke_test([g.prefix_ids for g in groups], [g.candidate_ids for g in groups], [answers[1], answers[0]], [[s] for s in expected])
+    return offline_smoke_test(model_dir, records, tokenizer, members=3)
 
 
 def healthy(endpoint: str) -> bool:

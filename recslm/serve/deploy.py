@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ import httpx
 
 from recslm.errors import RecslmError
 from recslm.jsonfile import write_json
+from recslm.serve.server import free_port
 
 
 class DeployError(RecslmError):
@@ -123,12 +123,6 @@ def score_smoke_test(queries: list[list[int]], items: list[list[list[int]]], lab
 
 
 # --------------------------------------------------------------------------- local target
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class LocalTarget:
     """Versions as ``recslm serve`` processes on this machine; ``fleet.json`` in ``state_dir``
     records the active version (the traffic endpoint clients read) and every running one."""
@@ -157,7 +151,7 @@ class LocalTarget:
         return Release(name, r["endpoint"], {"pid": r["pid"]})
 
     def start(self, version: str, model: str) -> Release:
-        port = _free_port()
+        port = free_port()
         log = open(self.state_dir / f"{version}.log", "ab")  # noqa: SIM115 - the child owns it
         command = [self.python, "-m", "recslm.cli", "serve", str(model), "--port", str(port), "--cache-tokens", str(self.cache_tokens)]
         if self.threads:

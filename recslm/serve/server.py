@@ -237,6 +237,38 @@ async def _stream(state: dict[str, Any], kwargs: dict[str, Any], body: GenerateR
     yield b"data: [DONE]\n\n"
 
 
+def free_port() -> int:
+    """A TCP port on localhost nobody listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def background_server(model_dir: Path, *, startup_timeout_s: float = 120.0, **app_options: Any):
+    """The engine's real HTTP server in a thread of this process, on a free port; yields its URL
+    and shuts it down (in-flight requests finish) on exit. For benchmarks and tests."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(model_dir, **app_options), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout_s
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not server.started:
+        server.should_exit = True
+        raise RuntimeError(f"the local engine for {model_dir} did not start within {startup_timeout_s:g} s")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+
+
 def serve(model_dir: Path, *, host: str = "127.0.0.1", port: int = 30000, cache_tokens: int = 200_000, batch_window_ms: float = 0.0, threads: int | None = None) -> None:
     """Run the server until SIGINT/SIGTERM (uvicorn finishes in-flight requests first)."""
     import uvicorn

@@ -26,9 +26,14 @@ SMOKE_MEMBERS = 4
 
 
 def smoke_test_for(model_dir: Path, data_dir: Path, split: str) -> SmokeTest:
-    tokenizer = load_tokenizer(tokenizer_path(data_dir))
-    records = load_split(data_dir, split)
-    groups = make_groups(records, tokenizer)[:SMOKE_MEMBERS]
+    """The smoke test of ``model_dir`` on the first members of the data artifact's ``split``."""
+    return offline_smoke_test(model_dir, load_split(data_dir, split), load_tokenizer(tokenizer_path(data_dir)))
+
+
+def offline_smoke_test(model_dir: Path, records: list, tokenizer: Any, members: int = SMOKE_MEMBERS) -> SmokeTest:
+    """Score the first ``members`` of ``records`` offline with ``model_dir``; the smoke test
+    expects a server to return the same scores for the same prompts."""
+    groups = make_groups(records, tokenizer)[:members]
     subset = [records[i] for g in groups for i in g.record_index]
     expected = score_records(load_model(model_dir), tokenizer, subset).scores
     answers = answer_token_ids(tokenizer)
