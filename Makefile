@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 DS_STAMP := $(VENV)/.installed-deepspeed
 SGL_STAMP := $(VENV)/.installed-sglang-parser
 
-.PHONY: demo smoke test install clean
+.PHONY: demo smoke test install clean slurm
 
 demo: $(STAMP)
 	$(VENV)/bin/recslm run configs/demo.yaml $(ARGS)
@@ -19,7 +19,7 @@ demo: $(STAMP)
 smoke: $(STAMP)
 	$(VENV)/bin/recslm run configs/smoke.yaml $(ARGS)
 
-test: $(STAMP) $(DS_STAMP) $(SGL_STAMP)
+test: $(STAMP) $(DS_STAMP) $(SGL_STAMP) slurm
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 install: $(STAMP)
@@ -51,3 +51,14 @@ $(SGL_STAMP): $(DS_STAMP)
 	$(VENV)/bin/python -m pip install --quiet --no-deps "sglang==0.5.23" "sglang-router==0.3.2"
 	$(VENV)/bin/python -m pip install --quiet pybase64 triton msgspec pyzmq IPython
 	touch $(SGL_STAMP)
+
+# The Slurm backend's tests start a one-node cluster (infra/slurm/local-cluster.sh) from Debian's
+# packages. As root with apt, this installs them when missing; otherwise it says what is needed
+# (those tests then skip locally, and fail under CI=true, where they must run).
+SLURM_PACKAGES := slurmctld slurmd slurm-client munge
+slurm:
+	@if command -v sbatch >/dev/null && test -x /usr/sbin/slurmctld -a -x /usr/sbin/slurmd -a -x /usr/sbin/munged; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing $(SLURM_PACKAGES)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SLURM_PACKAGES) >/dev/null; \
+	else echo "make: the Slurm tests need Debian's $(SLURM_PACKAGES) (install them as root)"; fi

@@ -36,7 +36,6 @@ def unavailable_stages(config: PipelineConfig) -> list[str]:
     """Config switches for stages this version does not run yet."""
     wanted = {
         "serve.target kubernetes (needs the S3 artifact store)": config.serve.enabled and config.serve.target == "kubernetes",
-        "execution.backend != local": config.execution.backend != "local",
     }
     return [name for name, on in wanted.items() if on]
 
@@ -59,7 +58,7 @@ def _start_tracking(config: PipelineConfig, run_id: str) -> Tracker:
 
 
 def _stage_record(ref: ArtifactRef) -> StageRecord:
-    return StageRecord(key=ref.key, uri=ref.uri, cached=ref.cached, wall_s=round(ref.wall_s, 3), metrics=ref.metrics)
+    return StageRecord(key=ref.key, uri=ref.uri, cached=ref.cached, wall_s=round(ref.wall_s, 3), metrics=ref.metrics, worker=ref.worker)
 
 
 @flow(name="recslm-compress", log_prints=True)
@@ -68,7 +67,7 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
     missing = unavailable_stages(config)
     if missing:
         raise StageNotAvailableError(
-            "this version of recslm runs data -> teacher -> distill -> select -> profile -> prune -> quantize; the config enables " + ", ".join(missing)
+            "this version of recslm cannot run " + ", ".join(missing)
             + ": turn those off or upgrade recslm"
         )
     if config.prune.enabled:

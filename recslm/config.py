@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,7 +51,7 @@ class StoreConfig(StrictModel):
 
 class TrackingConfig(StrictModel):
     enabled: bool = Field(True, description="Log params, metrics and curves to MLflow.")
-    uri: str = Field("", description="MLflow tracking URI. Empty means sqlite:///<run.root>/mlflow.db.")
+    uri: str = Field("", description="MLflow tracking URI. Empty means $MLFLOW_TRACKING_URI, else sqlite:///<run.root>/mlflow.db.")
     experiment: str = Field("", description="MLflow experiment name. Empty means run.name.")
 
     @field_validator("uri")
@@ -355,16 +356,26 @@ class BenchConfig(StrictModel):
 
 
 class SlurmConfig(StrictModel):
-    partition: str | None = Field(None, description="Slurm partition.")
-    gpus: int = Field(0, ge=0, description="GPUs per heavy stage.")
+    """The Slurm job each heavy stage (teacher, distill, evaluate, prune, quantize...) runs as."""
+
+    partition: str | None = Field(None, description="Slurm partition (none: the cluster's default).")
+    account: str | None = Field(None, description="Slurm account to charge.")
+    gpus: int = Field(0, ge=0, description="GPUs per heavy stage (--gpus-per-node).")
     cpus: int = Field(2, ge=1, description="CPUs per heavy stage.")
     mem_gb: int = Field(8, ge=1, description="Memory per heavy stage in GB.")
     time_min: int = Field(60, ge=1, description="Wall-time limit in minutes.")
+    folder: Path | None = Field(None, description="Shared folder for job scripts, pickled calls and logs. Empty means <run.root>/slurm.")
+    setup: list[str] = Field(default_factory=list, description="Shell lines run before the stage in the job (module load, source a venv).")
+    sbatch_args: dict[str, str] = Field(default_factory=dict, description="Extra sbatch options, e.g. {qos: high, constraint: h100}.")
+    poll_s: float = Field(1.0, gt=0, description="Seconds between checks of a running job's state.")
 
 
 class KubernetesConfig(StrictModel):
-    work_pool: str = Field("recslm-k8s", description="Prefect Kubernetes work pool for heavy stages.")
-    gpus: int = Field(1, ge=0, description="nvidia.com/gpu per heavy stage.")
+    """Heavy stages as flow runs of the ``recslm-stage`` deployment on a Kubernetes work pool."""
+
+    work_pool: str = Field("recslm-k8s", description="Prefect Kubernetes work pool the stage deployment runs on (for messages).")
+    deployment: str = Field("k8s-gpu", description="Name of the recslm-stage deployment (deployments/prefect.yaml) heavy stages run as.")
+    gpus: int | None = Field(1, ge=0, description="nvidia.com/gpu per heavy stage (the work pool's `gpus` job variable); null keeps the pool default.")
     namespace: str = Field("recslm", description="Namespace.")
 
 
@@ -429,8 +440,9 @@ class PipelineConfig(StrictModel):
         return self.store.uri or str(self.run.root / "store")
 
     def tracking_uri(self) -> str:
-        """The MLflow tracking URI, defaulting to a SQLite file under ``run.root``."""
-        return self.tracking.uri or f"sqlite:///{(self.run.root / 'mlflow.db').resolve()}"
+        """``tracking.uri``, else ``MLFLOW_TRACKING_URI`` from the environment (how workers in
+        infra/ are pointed at the team's server), else a SQLite file under ``run.root``."""
+        return self.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(self.run.root / 'mlflow.db').resolve()}"
 
     def config_hash(self) -> str:
         """sha256 of the canonical JSON of the validated config."""

@@ -137,12 +137,16 @@ class S3Store:
     def discard(self, staging: Path) -> None:
         self.cache.discard(staging)
 
-    def local_path(self, ref: ArtifactRef) -> Path:
-        if not (ref.path / STAGE_FILE).is_file():
-            stage, key = ref.kind, ref.key
-            if self.lookup(stage, key) is None:
-                raise StoreError(f"artifact {stage}/{key[:12]} is not in {self.uri}")
-        return ref.path
+    def materialize(self, ref: ArtifactRef, download: bool = True) -> ArtifactRef:
+        """The reference pointing at this worker's cached copy (downloaded now unless ``download`` is off).
+
+        A reference made on another worker carries that worker's cache path; every worker
+        calls this on the references it receives, so ``ref.path`` is always local.
+        """
+        here = ref.model_copy(update={"local": str(self.artifact_dir(ref.kind, ref.key))})
+        if download and not (here.path / STAGE_FILE).is_file() and self.lookup(ref.kind, ref.key) is None:
+            raise StoreError(f"artifact {ref.kind}/{ref.key[:12]} is not in {self.uri}")
+        return here
 
     def object_keys(self) -> list[str]:
         """Every object under the store's prefix (for tests and inspection)."""

@@ -42,7 +42,8 @@ class ArtifactRef(BaseModel):
     cached: bool = Field(False, description="True when the artifact was already in the store.")
     wall_s: float = Field(0.0, description="Seconds the stage took in this pipeline run (a lookup when cached).")
     tracking_run_id: str | None = Field(None, description="MLflow run of this stage in this pipeline run, if tracking is on.")
-    local: str | None = Field(None, description="Local copy of a remote (s3://) artifact on the worker that made the reference.")
+    local: str | None = Field(None, description="Local copy of a remote (s3://) artifact on this worker (see the stores' ``materialize``).")
+    worker: dict[str, str] | None = Field(None, description="Where the stage ran when it was computed in this pipeline run (Slurm job id, pod, host).")
 
     @property
     def path(self) -> Path:
@@ -148,12 +149,11 @@ class LocalStore:
         """Drop a staging folder after a failed attempt (checkpoints in work_dir are kept)."""
         shutil.rmtree(staging, ignore_errors=True)
 
-    def local_path(self, ref: ArtifactRef) -> Path:
-        """A local folder holding the artifact's files."""
-        path = ref.path
-        if not (path / STAGE_FILE).is_file():
-            raise CheckpointError(f"artifact {ref.kind}/{ref.key[:12]} at {path} is missing or incomplete (no {STAGE_FILE})")
-        return path
+    def materialize(self, ref: ArtifactRef, download: bool = True) -> ArtifactRef:
+        """The reference with a path valid on this worker (a shared folder needs no copy)."""
+        if download and not (ref.path / STAGE_FILE).is_file():
+            raise CheckpointError(f"artifact {ref.kind}/{ref.key[:12]} at {ref.path} is missing or incomplete (no {STAGE_FILE})")
+        return ref
 
 
 class ArtifactStore(Protocol):
@@ -165,7 +165,7 @@ class ArtifactStore(Protocol):
     def new_staging_dir(self, stage: str, key: str) -> Path: ...
     def publish(self, stage: str, key: str, staging: Path, **kwargs: Any) -> ArtifactRef: ...
     def discard(self, staging: Path) -> None: ...
-    def local_path(self, ref: ArtifactRef) -> Path: ...
+    def materialize(self, ref: ArtifactRef, download: bool = True) -> ArtifactRef: ...
 
 
 def open_store(uri: str, cache_dir: Path | None = None) -> ArtifactStore:

@@ -22,6 +22,7 @@ class StageRecord(BaseModel):
     cached: bool
     wall_s: float
     metrics: dict[str, Any] = Field(default_factory=dict)
+    worker: dict[str, str] | None = None  # where it ran in this run (backend, Slurm job id or pod); None when cached
 
 
 class ModelRecord(BaseModel):

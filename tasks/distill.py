@@ -9,6 +9,7 @@ from prefect import task
 from recslm.config import PipelineConfig, StudentSpec
 from recslm.progress import progress_bar
 from recslm.store import ArtifactRef
+from tasks.dispatch import dispatchable
 from tasks.options import TASK_DEFAULTS
 from tasks.stage import run_stage
 from tasks.tracking import TrackingHandle
@@ -38,6 +39,7 @@ def student_seed(config: PipelineConfig) -> int:
 
 
 @task(name="teacher_logits", **TASK_DEFAULTS)
+@dispatchable
 def teacher_logits_task(config: PipelineConfig, tracking: TrackingHandle, data: ArtifactRef, teacher: ArtifactRef) -> ArtifactRef:
     """The teacher's top-k log-probs over the training data, computed once for every student."""
 
@@ -55,6 +57,7 @@ def teacher_logits_task(config: PipelineConfig, tracking: TrackingHandle, data: 
 
 
 @task(name="distill", **TASK_DEFAULTS)
+@dispatchable
 def distill_task(
     config: PipelineConfig,
     tracking: TrackingHandle,

@@ -7,12 +7,14 @@ from prefect import task
 from recslm.config import PipelineConfig
 from recslm.progress import progress_bar
 from recslm.store import ArtifactRef
+from tasks.dispatch import dispatchable
 from tasks.options import TASK_DEFAULTS
 from tasks.stage import run_stage
 from tasks.tracking import TrackingHandle
 
 
 @task(name="evaluate", **TASK_DEFAULTS)
+@dispatchable
 def evaluate_task(config: PipelineConfig, tracking: TrackingHandle, model: ArtifactRef, data: ArtifactRef, model_name: str) -> ArtifactRef:
     """AUC per task and mean on the configured split, with prefix-shared scoring."""
 

@@ -10,12 +10,14 @@ from recslm.config import PipelineConfig
 from recslm.progress import progress_bar
 from recslm.store import ArtifactRef
 from tasks.distill import student_seed
+from tasks.dispatch import dispatchable
 from tasks.options import TASK_DEFAULTS
 from tasks.stage import run_stage
 from tasks.tracking import TrackingHandle
 
 
 @task(name="profile", **TASK_DEFAULTS)
+@dispatchable
 def profile_task(config: PipelineConfig, tracking: TrackingHandle, model: ArtifactRef, model_name: str) -> ArtifactRef:
     """Attention vs MLP prefill time per layer of the selected student (the paper's Figure 4)."""
 
@@ -42,6 +44,7 @@ def prune_stage_config(config: PipelineConfig) -> dict[str, Any]:
 
 
 @task(name="prune", **TASK_DEFAULTS)
+@dispatchable
 def prune_task(config: PipelineConfig, tracking: TrackingHandle, data: ArtifactRef, model: ArtifactRef, profile: ArtifactRef, model_name: str) -> ArtifactRef:
     """OSSCAR (or a baseline) on the selected student, one-shot or gradual with re-distillation."""
 

@@ -10,6 +10,7 @@ from prefect import task
 from recslm.config import PipelineConfig
 from recslm.store import ArtifactRef
 from tasks.distill import student_seed
+from tasks.dispatch import dispatchable
 from tasks.options import TASK_DEFAULTS
 from tasks.stage import run_stage
 from tasks.tracking import TrackingHandle
@@ -30,6 +31,7 @@ def quantize_stage_config(config: PipelineConfig, scheme: str) -> dict[str, Any]
 
 
 @task(name="quantize", **TASK_DEFAULTS)
+@dispatchable
 def quantize_task(config: PipelineConfig, tracking: TrackingHandle, data: ArtifactRef, model: ArtifactRef, model_name: str, scheme: str) -> ArtifactRef:
     """Quantize the final student with one scheme into a compressed-tensors folder."""
 

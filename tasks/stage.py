@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from recslm.config import PipelineConfig
 from recslm.store import ArtifactRef, artifact_key, open_store
+from tasks.dispatch import remote_call, worker_identity
 from tasks.tracking import Tracker, TrackingHandle
 
 
@@ -58,7 +59,9 @@ def run_stage(
     """Run ``body`` unless the store already holds this stage's artifact; return its reference.
 
     ``name`` distinguishes several runs of one stage (e.g. evaluate of teacher and students)
-    in MLflow; the key alone decides what is cached.
+    in MLflow; the key alone decides what is cached. On a miss, a heavy stage (a
+    ``dispatchable`` task) with ``execution.backend`` slurm or kubernetes runs on a worker
+    (``tasks.backends``) and this returns the worker's published artifact.
     """
     store = open_store(config.store_uri(), config.run.root / "store-cache")
     params = stage_params(stage_config)
@@ -76,7 +79,17 @@ def run_stage(
         tracker.end(run_id)
         return cached.model_copy(update={"wall_s": time.perf_counter() - started, "tracking_run_id": run_id})
 
-    run_id = tracker.start_stage(name or stage, {**tags, "recslm.cached": "false"})
+    call = remote_call(config)
+    if call is not None:
+        from tasks.backends import run_on_worker
+
+        ref = run_on_worker(call, config, stage, key)
+        return store.materialize(ref, download=False).model_copy(update={"wall_s": time.perf_counter() - started})
+
+    for ref in inputs.values():
+        store.materialize(ref)  # a reference made on another worker: fetch its files here first
+    worker = worker_identity()
+    run_id = tracker.start_stage(name or stage, {**tags, "recslm.cached": "false", **{f"recslm.worker.{k}": v for k, v in worker.items() if v}})
     tracker.log_params(run_id, params)
     staging = store.new_staging_dir(stage, key)
     try:
@@ -84,7 +97,7 @@ def run_stage(
         wall_s = time.perf_counter() - started
         ref = store.publish(
             stage, key, staging, metrics=metrics, stage_config=params, input_keys=input_keys, wall_s=wall_s,
-            extra={"mlflow_run_id": run_id} if run_id else None,
+            extra={"worker": worker, **({"mlflow_run_id": run_id} if run_id else {})},
         )
     except BaseException:
         store.discard(staging)
@@ -92,4 +105,4 @@ def run_stage(
         raise
     tracker.log_metrics(run_id, {**metrics, "wall_s": wall_s})
     tracker.end(run_id)
-    return ref.model_copy(update={"tracking_run_id": run_id})
+    return ref.model_copy(update={"tracking_run_id": run_id, "worker": worker})

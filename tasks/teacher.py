@@ -7,12 +7,14 @@ from prefect import task
 from recslm.config import PipelineConfig
 from recslm.progress import progress_bar
 from recslm.store import ArtifactRef
+from tasks.dispatch import dispatchable
 from tasks.options import TASK_DEFAULTS
 from tasks.stage import run_stage
 from tasks.tracking import TrackingHandle
 
 
 @task(name="teacher", **TASK_DEFAULTS)
+@dispatchable
 def teacher_task(config: PipelineConfig, tracking: TrackingHandle, data: ArtifactRef) -> ArtifactRef:
     """Train the teacher on the answer token (resuming from checkpoints), or load a trained one."""
 

@@ -95,6 +95,10 @@ def main() -> None:
         "checksum": checksum(state),
     }
     (args.out_dir / f"rank{rank}.json").write_text(json.dumps(result))
+    # Leave the process group before exit: a rank that exits while gloo's threads still run
+    # can abort in the C++ runtime ("terminate called without an active exception").
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,181 @@
+"""Run one Python call as a Slurm job and wait for its result (the Slurm execution backend).
+
+Submission, the batch script, pickling the call and bringing its result or exception
+back are submitit's. Waiting is ours: submitit learns a job's state only from ``sacct``,
+which needs Slurm's accounting daemon (slurmdbd and a database); without it a job that
+died (SIGKILL, node failure, OOM, time limit) would be waited on forever. We ask the
+controller instead (``scontrol show job``, which every Slurm answers), so a lost job
+becomes a :class:`SlurmJobLost` within seconds, with its state and the end of its log.
+A lost job is a *transient* error: the orchestrator may submit the stage again, and the
+stage resumes from the checkpoints it left under its key.
+
+Jobs are submitted with ``--requeue``, so Slurm itself requeues them after a node
+failure or preemption; a requeued job is simply still running as far as we are concerned.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from recslm.config import SlurmConfig
+from recslm.errors import ConfigError, RecslmError, TransientError
+
+R = TypeVar("R")
+
+# States after which the job will not write a result any more (``scontrol show job`` names).
+ENDED_STATES = frozenset({
+    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT",
+})  # fmt: skip
+
+
+class SlurmJobLost(TransientError):
+    """The job ended without a result (killed, node failure, out of memory, time limit)."""
+
+    def __init__(self, message: str, job_id: str, state: str):
+        super().__init__(message)
+        self.job_id = job_id
+        self.state = state
+
+
+class SlurmJobError(RecslmError):
+    """Slurm refused the job, or the job's Python call could not start (deterministic)."""
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What the job returned, and which job it was (the id goes into the stage record)."""
+
+    value: Any
+    job_id: str
+    wall_s: float
+
+
+def sbatch_parameters(resources: SlurmConfig, job_name: str) -> dict[str, Any]:
+    """submitit's SlurmExecutor parameters for one heavy stage (``execution.slurm``)."""
+    params: dict[str, Any] = {
+        "job_name": job_name,
+        "cpus_per_task": resources.cpus,
+        "mem": f"{resources.mem_gb}GB",
+        "time": resources.time_min,
+        "nodes": 1,
+        "ntasks_per_node": 1,
+        "additional_parameters": {"requeue": True, **resources.sbatch_args},
+    }
+    if resources.partition:
+        params["partition"] = resources.partition
+    if resources.account:
+        params["account"] = resources.account
+    if resources.gpus:
+        params["gpus_per_node"] = resources.gpus
+    if resources.setup:
+        params["setup"] = list(resources.setup)
+    return params
+
+
+def job_state(job_id: str) -> str | None:
+    """The job's state from the controller, or None when it no longer knows the job."""
+    proc = subprocess.run(["scontrol", "show", "job", "--oneliner", job_id], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        return None
+    for field in proc.stdout.split():
+        if field.startswith("JobState="):
+            return field.removeprefix("JobState=")
+    return None
+
+
+def _log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def run_job(
+    fn: Callable[..., R],
+    *args: Any,
+    resources: SlurmConfig,
+    folder: Path,
+    job_name: str,
+    poll_s: float = 1.0,
+    on_submit: Callable[[str], None] | None = None,
+) -> JobResult:
+    """Submit ``fn(*args)`` as one Slurm job, wait for it, return its value and job id.
+
+    ``folder`` (on a file system the compute nodes share) keeps the pickled call, the
+    result and the job's stdout/stderr. The job runs this interpreter (``sys.executable``),
+    so compute nodes need the same environment at the same path: a shared venv or the
+    trainer image. Exceptions raised by ``fn`` in the job are re-raised here as
+    submitit's ``FailedJobError`` carrying the job's traceback; callers that need the
+    original error type should catch inside ``fn`` and return it (see ``tasks.dispatch``).
+    """
+    import submitit
+    from submitit.core.utils import FailedJobError
+
+    if not _has_sbatch():
+        raise ConfigError("execution.backend: slurm needs Slurm's sbatch and scontrol on PATH (and SLURM_CONF if not in /etc/slurm)")
+    folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    executor = submitit.SlurmExecutor(folder=folder, python=shlex.quote(sys.executable), max_num_timeout=0)
+    executor.update_parameters(**sbatch_parameters(resources, job_name))
+    started = time.perf_counter()
+    try:
+        job = executor.submit(fn, *args)
+    except FailedJobError as exc:  # sbatch refused: unknown partition, more memory or GPUs than a node has...
+        raise SlurmJobError(f"sbatch refused the job {job_name} (check execution.slurm): {str(exc).strip()}") from exc
+    if on_submit is not None:
+        on_submit(job.job_id)
+    value = _wait(job, poll_s)
+    return JobResult(value=value, job_id=str(job.job_id), wall_s=time.perf_counter() - started)
+
+
+def _wait(job: Any, poll_s: float) -> Any:
+    """Wait for the result file; give up when the controller says the job ended without one."""
+    from submitit.core.utils import FailedJobError
+
+    unknown_since: float | None = None
+    while True:
+        if job.paths.result_pickle.exists():
+            try:
+                return job.result()
+            except FailedJobError as exc:
+                raise SlurmJobError(f"Slurm job {job.job_id} failed:\n{exc}") from exc
+        state = job_state(str(job.job_id))
+        if state is None:  # purged from the controller (MinJobAge): one grace period for a late result file
+            unknown_since = unknown_since or time.monotonic()
+            if time.monotonic() - unknown_since > 30:
+                _lost(job, "UNKNOWN")
+        elif state.split()[0] in ENDED_STATES:
+            time.sleep(min(poll_s, 1.0))  # the result file is written before the job ends; look once more
+            if not job.paths.result_pickle.exists():
+                _lost(job, state)
+        time.sleep(poll_s)
+
+
+def _lost(job: Any, state: str) -> None:
+    raise SlurmJobLost(
+        f"Slurm job {job.job_id} ended ({state}) without a result; end of its stderr ({job.paths.stderr}):\n{_log_tail(job.paths.stderr)}",
+        job_id=str(job.job_id),
+        state=state,
+    )
+
+
+def _has_sbatch() -> bool:
+    from shutil import which
+
+    return which("sbatch") is not None and which("scontrol") is not None
+
+
+def current_job() -> dict[str, str] | None:
+    """The Slurm job this process runs in (id, node), or None outside Slurm."""
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id:
+        return None
+    return {"backend": "slurm", "job_id": job_id, "node": os.environ.get("SLURMD_NODENAME", ""), "restarts": os.environ.get("SLURM_RESTART_COUNT", "0")}

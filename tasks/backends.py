@@ -1,0 +1,70 @@
+"""The remote execution backends: send a stage call to a Slurm job or a Prefect work pool.
+
+Both wait for the worker and return the artifact it published. A worker that is lost
+(killed, preempted, out of memory) raises a transient error, so the Prefect task's
+retries submit the stage again and it resumes from the checkpoints kept under its key;
+a deterministic failure on the worker (bad data, bad config) comes back as such and is
+not retried.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recslm.config import PipelineConfig
+from recslm.errors import RecslmError, TransientError
+from recslm.store import ArtifactRef
+from tasks.dispatch import StageCall, execute_call, outcome_ref
+
+
+def run_on_worker(call: StageCall, config: PipelineConfig, stage: str, key: str) -> ArtifactRef:
+    """Run ``call`` where ``execution.backend`` says; return the worker's artifact (with its job id)."""
+    if config.execution.backend == "slurm":
+        return run_on_slurm(call, config, stage, key)
+    if config.execution.backend == "kubernetes":
+        return run_on_work_pool(call, config, stage, key)
+    raise RecslmError(f"execution.backend: {config.execution.backend!r} does not run stages remotely")
+
+
+def run_on_slurm(call: StageCall, config: PipelineConfig, stage: str, key: str) -> ArtifactRef:
+    """One Slurm job per stage attempt, with the resources of ``execution.slurm``."""
+    from recslm.slurm import run_job
+
+    slurm = config.execution.slurm
+    folder = Path(slurm.folder) if slurm.folder else Path(config.run.root) / "slurm"
+    result = run_job(
+        execute_call, call.model_dump(mode="json"),
+        resources=slurm, folder=folder, job_name=f"recslm-{stage}-{key[:8]}", poll_s=slurm.poll_s,
+    )  # fmt: skip
+    ref = outcome_ref(result.value, f"stage {stage} in Slurm job {result.job_id}")
+    return ref.model_copy(update={"worker": {**(ref.worker or {}), "backend": "slurm", "job_id": result.job_id}})
+
+
+def run_on_work_pool(call: StageCall, config: PipelineConfig, stage: str, key: str) -> ArtifactRef:
+    """A flow run of the ``recslm-stage`` deployment on the configured work pool (a Kubernetes
+    GPU job in production); the artifact is then read from the store it published to."""
+    from prefect.deployments import run_deployment
+
+    from recslm.store import open_store
+
+    k8s = config.execution.kubernetes
+    flow_run = run_deployment(
+        name=f"recslm-stage/{k8s.deployment}",
+        parameters={"call": call.model_dump(mode="json")},
+        timeout=None,  # wait for the job, however long the stage trains
+        as_subflow=True,
+        tags=[f"stage:{stage}"],
+        job_variables={"gpus": k8s.gpus} if k8s.gpus is not None else None,
+    )
+    state = flow_run.state
+    where = f"stage {stage} in flow run {flow_run.name} ({flow_run.id}) on work pool {k8s.work_pool}"
+    if state is None or not state.is_completed():
+        name = state.name if state is not None else "unknown"
+        message = state.message if state is not None else ""
+        lost = state is None or state.is_crashed() or state.is_cancelled() or "[transient]" in (message or "")
+        raise (TransientError if lost else RecslmError)(f"{where} ended {name}: {message}")
+    store = open_store(config.store_uri(), Path(config.run.root) / "store-cache")
+    ref = store.lookup(stage, key)
+    if ref is None:
+        raise TransientError(f"{where} completed but {stage}/{key[:12]} is not in {config.store_uri()}")
+    return ref.model_copy(update={"cached": False, "worker": {"backend": "kubernetes", "job_id": str(flow_run.id), "flow_run": flow_run.name}})
