@@ -27,6 +27,7 @@ from tasks.evaluate import evaluate_task
 from tasks.prune import profile_task, prune_task
 from tasks.options import with_retries
 from tasks.quantize import quantize_task
+from tasks.register import register_task
 from tasks.serve import deploy_task
 from tasks.teacher import teacher_task
 from tasks.tracking import Tracker, TrackingHandle
@@ -94,6 +95,7 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
         teacher_auc = float(teacher_eval.metrics["auc_mean"])
         models = [model_record("teacher", "teacher", teacher_eval.metrics, teacher.key, teacher_auc)]
         selection = None
+        release = None
         if config.students:
             trained = distill_students(config, tracker, data, teacher, stages)
             for (name, role), (model, evaluation) in trained.items():
@@ -115,11 +117,11 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
                     models.append(final_record)
                 if config.quantize.enabled:
                     models += quantize_final(config, tracker, data, final, final_record, stages, teacher_auc, run_dir)
+                release = final_record.name if config.serve.model == "final" else f"{final_record.name}-{config.serve.model}"
                 if config.serve.enabled:
                     served = final if config.serve.model == "final" else stages[f"quantize.{config.serve.model}"]
-                    name = final_record.name if config.serve.model == "final" else f"{final_record.name}-{config.serve.model}"
-                    stages["deploy"] = with_retries(deploy_task, config)(config, tracker.handle, data, served, name, run_id)
-                    _report_deploy(stages["deploy"], name)
+                    stages["deploy"] = with_retries(deploy_task, config)(config, tracker.handle, data, served, release, run_id)
+                    _report_deploy(stages["deploy"], release)
         summary = RunSummary(
             run_id=run_id,
             config_hash=config.config_hash(),
@@ -131,6 +133,9 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
             mlflow_run_id=parent,
             run_dir=str(run_dir.resolve()),
         )
+        if release is not None and config.registry.enabled:
+            registration = with_retries(register_task, config)(config, tracker.handle, summary, release, _bench_ttft_p99(stages))
+            summary = summary.model_copy(update={"registry": registration.model_dump(mode="json")})
         path = write_summary(summary, run_dir)
         tracker.log_metrics(parent, {m.name: {"auc": m.auc, "auc_mean": m.auc_mean, "auc_delta_pct": m.auc_delta_pct} for m in models})
         tracker.log_metrics(parent, {"wall_s": summary.wall_s})
@@ -227,6 +232,12 @@ def quantize_final(
     tracker.log_artifact(tracker.handle.parent_run_id or None, str(path))
     get_run_logger().info("quantization of %s:\n%s", base_record.name, table)
     return [v.record for v in variants]
+
+
+def _bench_ttft_p99(stages: dict[str, ArtifactRef]) -> float | None:
+    """p99 TTFT of the deployed release candidate's benchmark (the ``ttft_p99_ms`` objective)."""
+    bench = stages["deploy"].metrics.get("bench") if "deploy" in stages else None
+    return float(bench["ttft_ms"]["all"]["p99"]) if bench else None
 
 
 def _report_deploy(ref: ArtifactRef, name: str) -> None:

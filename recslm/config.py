@@ -35,6 +35,19 @@ class RunConfig(StrictModel):
     seed: int = Field(0, description="Global seed for data sampling, initialization and training.")
 
 
+class RegistryConfig(StrictModel):
+    """The MLflow model registry: every candidate becomes a version; the policy moves ``champion``."""
+
+    enabled: bool = Field(True, description="Register the run's models in MLflow and apply the promotion policy (needs tracking.enabled).")
+    model_name: str = Field("", description="Registered model name. Empty means run.name.")
+    objective: Literal["bytes", "params", "auc_mean", "ttft_p99_ms"] = Field(
+        "bytes", description="What a candidate must improve on the champion: size, parameters or p99 TTFT (lower, at equal quality) or mean AUC (higher)."
+    )
+    quality_tolerance_pct: float = Field(0.2, ge=0, description="'Equal quality': mean AUC at most this many percent below the champion's.")
+    min_gain_pct: float = Field(0.0, ge=0, description="The objective must improve on the champion's by more than this many percent.")
+    lock_timeout_s: float = Field(600, gt=0, description="Seconds to wait for the registry lock (a Prefect global concurrency limit per model name).")
+
+
 class StoreConfig(StrictModel):
     uri: str = Field(
         "",
@@ -408,6 +421,7 @@ class PipelineConfig(StrictModel):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
@@ -428,6 +442,8 @@ class PipelineConfig(StrictModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"students: duplicate names {dupes}")
+        if self.registry.enabled and not self.tracking.enabled:
+            raise ValueError("registry.enabled: the model registry is MLflow's; turn tracking.enabled on, or registry.enabled off")
         if self.teacher.path is not None and self.data.tokenizer.kind == "bpe":
             raise ValueError(
                 "teacher.path loads a trained teacher, which brings its own tokenizer: "

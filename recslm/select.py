@@ -1,4 +1,4 @@
-"""Pure decisions of the pipeline: which student to keep (and, later, whether to promote it).
+"""Pure decisions of the pipeline: which student to keep, and whether a registered model becomes champion.
 
 No I/O and no framework imports, so the policy is tested directly and reads the same in
 the flow, the CLI and a notebook.
@@ -7,6 +7,7 @@ the flow, the CLI and a notebook.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -77,3 +78,76 @@ def select_smallest(candidates: Sequence[Candidate], teacher_auc_mean: float, ma
         for c in ordered
     ]
     return Selection(winner=winner.name if winner else None, max_auc_drop_pct=max_auc_drop_pct, teacher_auc_mean=teacher_auc_mean, rows=rows)
+
+
+# ----------------------------------------------------------------------------- promotion
+
+
+Objective = Literal["bytes", "params", "auc_mean", "ttft_p99_ms"]
+
+
+class RegistryEntry(BaseModel):
+    """A registered model version as the promotion policy sees it (from its registry tags)."""
+
+    version: str
+    name: str = ""
+    auc_mean: float
+    auc_delta_pct: float
+    params: int
+    bytes: int
+    ttft_p99_ms: float | None = None
+
+    def objective(self, objective: Objective) -> float | None:
+        return getattr(self, objective)
+
+
+class Promotion(BaseModel):
+    """The policy's verdict on one candidate: ``champion`` moves the alias, ``challenger`` does not."""
+
+    verdict: Literal["champion", "challenger"]
+    reason: str
+
+
+def decide_promotion(
+    candidate: RegistryEntry,
+    champion: RegistryEntry | None,
+    *,
+    max_auc_drop_pct: float,
+    objective: Objective,
+    quality_tolerance_pct: float,
+    min_gain_pct: float,
+) -> Promotion:
+    """Champion only if the candidate meets the quality bar and beats the current champion.
+
+    - The bar: mean-AUC drop vs its teacher within ``max_auc_drop_pct`` (the select bar).
+    - ``objective: auc_mean``: it must beat the champion's mean AUC by more than ``min_gain_pct`` %.
+    - ``bytes`` / ``params`` / ``ttft_p99_ms`` (lower is better) at equal quality: its mean
+      AUC at most ``quality_tolerance_pct`` % below the champion's, and the objective lower
+      by more than ``min_gain_pct`` %; on an exact tie of the objective, a higher mean AUC wins.
+
+    The same version is never "better than itself", so re-registering the champion keeps it.
+    """
+    if candidate.auc_delta_pct < -max_auc_drop_pct:
+        return Promotion(verdict="challenger", reason=f"below the quality bar: mean AUC {candidate.auc_delta_pct:+.2f} % vs its teacher, bar -{max_auc_drop_pct:g} %")
+    if champion is None:
+        return Promotion(verdict="champion", reason="meets the quality bar and there is no champion yet")
+    if champion.version == candidate.version:
+        return Promotion(verdict="champion", reason="already the champion")
+    if objective == "auc_mean":
+        needed = champion.auc_mean * (1 + min_gain_pct / 100)
+        if candidate.auc_mean > needed:
+            return Promotion(verdict="champion", reason=f"mean AUC {candidate.auc_mean:.4f} beats the champion's {champion.auc_mean:.4f} (v{champion.version})")
+        return Promotion(verdict="challenger", reason=f"mean AUC {candidate.auc_mean:.4f} does not beat the champion's {champion.auc_mean:.4f} (v{champion.version}) by {min_gain_pct:g} %")
+    mine, theirs = candidate.objective(objective), champion.objective(objective)
+    if mine is None:
+        return Promotion(verdict="challenger", reason=f"no {objective} measured for the candidate")
+    floor = champion.auc_mean * (1 - quality_tolerance_pct / 100)
+    if candidate.auc_mean < floor:
+        return Promotion(verdict="challenger", reason=f"mean AUC {candidate.auc_mean:.4f} is more than {quality_tolerance_pct:g} % below the champion's {champion.auc_mean:.4f} (v{champion.version})")
+    if theirs is None:
+        return Promotion(verdict="champion", reason=f"equal quality and the champion (v{champion.version}) has no {objective}")
+    if mine < theirs * (1 - min_gain_pct / 100):
+        return Promotion(verdict="champion", reason=f"{objective} {mine:g} < the champion's {theirs:g} (v{champion.version}) at equal quality")
+    if mine == theirs and candidate.auc_mean > champion.auc_mean:
+        return Promotion(verdict="champion", reason=f"same {objective} as the champion (v{champion.version}) and a higher mean AUC")
+    return Promotion(verdict="challenger", reason=f"{objective} {mine:g} does not beat the champion's {theirs:g} (v{champion.version}) by {min_gain_pct:g} %")

@@ -48,6 +48,7 @@ class RunSummary(BaseModel):
     recslm_version: str = ""
     mlflow_run_id: str | None = None
     run_dir: str = ""
+    registry: dict[str, Any] | None = None  # the register stage: versions, release candidate, champion verdict
 
 
 def model_record(name: str, role: Role, eval_metrics: dict[str, Any], key: str, teacher_auc_mean: float) -> ModelRecord:

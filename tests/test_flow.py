@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from recslm.errors import StageNotAvailableError
+from recslm.errors import ConfigError, StageNotAvailableError
 
 pytestmark = pytest.mark.slow
 
@@ -240,3 +240,29 @@ def test_cli_run_reuses_the_store_and_prints_the_summary(smoke, repo_root):
     summary = json.loads((smoke["root"] / "cli" / "summary.json").read_text())
     assert all(rec["cached"] for rec in summary["stages"].values())
     assert summary["models"][0]["auc"] == pytest.approx(smoke["first"].models[0].auc)
+
+
+def test_the_release_candidate_is_registered_as_champion_and_deploy_champion_serves_it(smoke, prefect_harness, repo_root):
+    from flows.deploy_champion import DeployChampionParams, deploy_champion
+
+    first, second = smoke["first"], smoke["second"]
+    release = f"{first.winner}-pruned"
+    assert first.registry["candidate"] == release and first.registry["promotion"]["verdict"] == "champion"
+    assert second.registry["new_versions"] == [] and second.registry["promotion"]["reason"] == "already the champion"
+    client = MlflowClient(tracking_uri=smoke["cfg"].tracking_uri())
+    versions = {v.tags["recslm.name"]: v for v in client.search_model_versions("name = 'recslm-smoke'")}
+    assert set(versions) == {m.name for m in first.models if m.role in ("student", "pruned", "quantized")}
+    champion = client.get_model_version_by_alias("recslm-smoke", "champion")
+    assert champion.tags["recslm.name"] == release and champion.tags["recslm.parent"] == first.winner
+    assert versions[f"{release}-w4a16_gptq"].tags["recslm.parent_key"] == champion.tags["recslm.key"]
+
+    # a different bench config: a real deploy (not the run's cached one) of what the registry names
+    params = DeployChampionParams(config_file=str(repo_root / "configs" / "smoke.yaml"), overrides=[f"run.root={smoke['root']}", "bench.duration_s=1"])
+    result = deploy_champion(params)
+    assert result["version"] == str(champion.version) and result["alias"] == "champion"
+    assert result["deploy"]["smoke_routed"]["max_abs_diff"] < 1e-3 and result["bench"]["errors"] == 0
+    assert client.get_model_version("recslm-smoke", champion.version).tags["recslm.deployed"] == result["deploy"]["traffic_endpoint"]
+
+    missing = params.model_copy(update={"alias": "canary"})
+    with pytest.raises(ConfigError, match="alias 'canary'"):
+        deploy_champion(missing)

@@ -40,3 +40,65 @@ def test_no_qualifying_student_raises_with_the_table_of_all_candidates():
 def test_empty_candidate_list_is_an_error():
     with pytest.raises(RecslmError, match="students list is empty"):
         select_smallest([], 0.8, 1.0)
+
+
+# ----------------------------------------------------------------------------- promotion policy
+
+from recslm.select import RegistryEntry, decide_promotion  # noqa: E402
+
+
+def _entry(version: str, auc: float = 0.75, delta: float = -0.5, params: int = 1000, size: int = 4000, ttft: float | None = None) -> RegistryEntry:
+    return RegistryEntry(version=version, auc_mean=auc, auc_delta_pct=delta, params=params, bytes=size, ttft_p99_ms=ttft)
+
+
+def _decide(candidate, champion, objective="bytes", tolerance=0.2, gain=0.0, bar=1.0):
+    return decide_promotion(candidate, champion, max_auc_drop_pct=bar, objective=objective, quality_tolerance_pct=tolerance, min_gain_pct=gain)
+
+
+def test_the_first_candidate_within_the_bar_becomes_champion():
+    assert _decide(_entry("1"), None).verdict == "champion"
+
+
+def test_a_candidate_below_the_quality_bar_never_becomes_champion_even_without_one():
+    decision = _decide(_entry("1", delta=-1.5), None, bar=1.0)
+    assert decision.verdict == "challenger" and "quality bar" in decision.reason
+
+
+def test_smaller_at_equal_quality_beats_the_champion_larger_does_not():
+    champion = _entry("1", auc=0.750, size=4000)
+    assert _decide(_entry("2", auc=0.7490, size=3000), champion).verdict == "champion"  # -0.13 %: equal quality
+    assert _decide(_entry("3", auc=0.7550, size=5000), champion).verdict == "challenger"  # better but bigger
+
+
+def test_smaller_but_worse_than_the_tolerance_stays_challenger():
+    decision = _decide(_entry("2", auc=0.7480, size=1000), _entry("1", auc=0.750, size=4000), tolerance=0.2)  # -0.27 %
+    assert decision.verdict == "challenger" and "below the champion" in decision.reason
+
+
+def test_the_gain_must_exceed_min_gain_pct():
+    champion = _entry("1", size=4000)
+    assert _decide(_entry("2", size=3900), champion, gain=5).verdict == "challenger"  # 2.5 % smaller
+    assert _decide(_entry("3", size=3700), champion, gain=5).verdict == "champion"  # 7.5 % smaller
+
+
+def test_an_exact_tie_on_the_objective_goes_to_the_higher_auc():
+    champion = _entry("1", auc=0.750, size=4000)
+    assert _decide(_entry("2", auc=0.751, size=4000), champion).verdict == "champion"
+    assert _decide(_entry("3", auc=0.750, size=4000), champion).verdict == "challenger"
+
+
+def test_auc_objective_needs_a_strictly_higher_mean_auc():
+    champion = _entry("1", auc=0.750, size=10)
+    assert _decide(_entry("2", auc=0.751, size=99999), champion, objective="auc_mean").verdict == "champion"
+    assert _decide(_entry("3", auc=0.750, size=1), champion, objective="auc_mean").verdict == "challenger"
+
+
+def test_latency_objective_without_a_measurement_cannot_promote():
+    champion = _entry("1", ttft=20.0)
+    assert _decide(_entry("2", ttft=None), champion, objective="ttft_p99_ms").verdict == "challenger"
+    assert _decide(_entry("3", ttft=12.0), champion, objective="ttft_p99_ms").verdict == "champion"
+
+
+def test_the_champion_re_registered_stays_champion():
+    champion = _entry("4")
+    assert _decide(_entry("4"), champion).verdict == "champion"
