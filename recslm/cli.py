@@ -54,7 +54,7 @@ def _prefect_defaults() -> None:
 
 @app.command()
 def run(config: ConfigArg, set_: SetOpt = None, run_id: Annotated[Optional[str], typer.Option(help="Run id (default: time stamp + random suffix).")] = None) -> None:
-    """Run the pipeline (data -> teacher -> evaluate) and write <run.root>/<run id>/summary.json."""
+    """Run the pipeline and write <run.root>/<run id>/summary.json."""
     try:
         cfg = load_config(config, set_ or [])
         _prefect_defaults()

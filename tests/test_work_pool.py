@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from recslm.config import PipelineConfig
+from tests.servers import stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -43,11 +44,7 @@ def stage_worker(prefect_harness, tmp_path_factory):
     worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--type", "process"], cwd=REPO, env=env,
                               stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     yield
-    worker.terminate()
-    try:
-        worker.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
+    stop_process(worker)
     log.close()
 
 
