@@ -120,6 +120,7 @@ def test_a_killed_job_is_reported_lost_and_transient(slurm_cluster, tmp_path):
     from tasks.retry import is_transient
 
     submitted: list[str] = []
+    killed_at: list[float] = []
 
     def kill_when_running() -> None:
         while not submitted:
@@ -127,6 +128,7 @@ def test_a_killed_job_is_reported_lost_and_transient(slurm_cluster, tmp_path):
         while _scontrol(submitted[0])["JobState"] != "RUNNING":
             time.sleep(0.1)
         time.sleep(1.0)
+        killed_at.append(time.monotonic())
         _sigkill_job(submitted[0])
 
     killer = threading.Thread(target=kill_when_running, daemon=True)
@@ -135,6 +137,7 @@ def test_a_killed_job_is_reported_lost_and_transient(slurm_cluster, tmp_path):
     with pytest.raises(SlurmJobLost) as lost:
         run_job(_sleep, 120, resources=SlurmConfig(cpus=1, mem_gb=1), folder=tmp_path, job_name="recslm-killed", poll_s=0.2, on_submit=submitted.append)
     assert time.monotonic() - start < 60, "a dead job must not be waited on until its time limit"
+    print(f"SIGKILLed job reported lost {time.monotonic() - killed_at[0]:.1f} s after the kill")
     assert lost.value.job_id == submitted[0] and lost.value.state.startswith("FAILED")
     assert is_transient(lost.value)
 
