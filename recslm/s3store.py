@@ -27,7 +27,23 @@ from recslm.store import METRICS_FILE, STAGE_FILE, ArtifactRef, LocalStore
 
 
 class StoreError(RecslmError):
-    """The artifact store could not be reached or refused a request (after retries)."""
+    """The artifact store could not be reached or refused a request (after retries).
+
+    ``transient`` when the store was unreachable, throttling or failing (5xx) through all
+    of botocore's retries: the orchestrator may try the stage again later. A refusal
+    (no such bucket, access denied, bad credentials) fails the same way every time.
+    """
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+def _server_side(exc: Exception) -> bool:
+    """A 5xx or throttling answer (worth retrying later), not a refusal of the request."""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) if hasattr(exc, "response") else 0
+    code = exc.response.get("Error", {}).get("Code", "") if hasattr(exc, "response") else ""
+    return status >= 500 or code in ("SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError", "ServiceUnavailable")
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -65,12 +81,14 @@ class S3Store:
         try:
             return fn(*args, **kwargs)
         except Boto3Error as exc:  # the transfer manager's wrapper (S3UploadFailedError, retries exceeded)
-            raise StoreError(f"{what} on {self._where()} failed after retries: {exc}") from exc
+            cause = exc.__cause__ or exc.__context__
+            transient = not isinstance(cause, ClientError) or _server_side(cause)
+            raise StoreError(f"{what} on {self._where()} failed after retries: {exc}", transient=transient) from exc
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "?")
-            raise StoreError(f"{what} on {self._where()} failed: {code} ({exc})") from exc
-        except (BotoCoreError, OSError) as exc:
-            raise StoreError(f"{what} on {self._where()} failed after retries: {exc}") from exc
+            raise StoreError(f"{what} on {self._where()} failed: {code} ({exc})", transient=_server_side(exc)) from exc
+        except (BotoCoreError, OSError) as exc:  # unreachable endpoint, connection reset, timeouts
+            raise StoreError(f"{what} on {self._where()} failed after retries: {exc}", transient=True) from exc
 
     # ------------------------------------------------------------------ the store interface
     def artifact_dir(self, stage: str, key: str) -> Path:
@@ -85,7 +103,7 @@ class S3Store:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
-            raise StoreError(f"checking {object_key} on {self._where()} failed: {exc}") from exc
+            raise StoreError(f"checking {object_key} on {self._where()} failed: {exc}", transient=_server_side(exc)) from exc
 
     def lookup(self, stage: str, key: str) -> ArtifactRef | None:
         """The published artifact, downloaded into the local cache if it is not there yet."""

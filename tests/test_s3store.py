@@ -131,3 +131,43 @@ def test_throttling_is_retried_with_backoff_then_reported_clearly(s3_endpoint, t
 def test_a_uri_without_bucket_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match="names no bucket"):
         S3Store("s3:///nothing", tmp_path)
+
+
+def test_a_store_down_for_a_while_is_retried_until_it_is_back(s3_endpoint, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from moto.server import ThreadedMotoServer
+
+    from recslm.serve.server import free_port
+
+    port = free_port()  # nothing listens here yet: connection refused until the timer starts a server
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    store = S3Store("s3://artifacts/outage", tmp_path / "cache", max_attempts=10)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)  # same in-process state: the bucket exists
+    comes_back = threading.Timer(2.0, server.start)
+    comes_back.start()
+    started = time.monotonic()
+    try:
+        publish(store, stage_folder(store, {"x.bin": b"x"}))
+        outage_s = time.monotonic() - started
+        assert S3Store("s3://artifacts/outage", tmp_path / "reader").lookup("teacher", "k" * 64) is not None
+    finally:
+        comes_back.join()
+        server.stop()
+    assert outage_s >= 2.0  # it really waited the outage out
+
+
+def test_a_store_that_stays_down_fails_clearly_and_may_be_retried_later_a_refusal_may_not(s3_endpoint, tmp_path, monkeypatch):
+    from recslm.serve.server import free_port
+    from tasks.retry import is_transient
+
+    missing = S3Store("s3://no-such-bucket/x", tmp_path / "cache-a")
+    with pytest.raises(StoreError, match="NoSuchBucket") as refused:
+        publish(missing, stage_folder(missing, {"x.bin": b"x"}))
+    assert not is_transient(refused.value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    down = S3Store("s3://artifacts/x", tmp_path / "cache-b", max_attempts=2)
+    with pytest.raises(StoreError, match="s3://artifacts at http://127.0.0.1") as unreachable:
+        publish(down, stage_folder(down, {"x.bin": b"x"}))
+    assert is_transient(unreachable.value) and SECRET not in str(unreachable.value)
