@@ -158,6 +158,9 @@ def register_models(config: PipelineConfig, tracking: TrackingHandle, summary: R
             quality_tolerance_pct=config.registry.quality_tolerance_pct, min_gain_pct=config.registry.min_gain_pct,
         )  # fmt: skip
         client.set_registered_model_alias(name, promotion.verdict, mine.version)
+        challenger = _alias(client, name, CHALLENGER)
+        if promotion.verdict == CHAMPION and challenger is not None and str(challenger.version) == str(mine.version):
+            client.delete_registered_model_alias(name, CHALLENGER)  # promoted: no longer the challenger
         client.set_model_version_tag(name, mine.version, "recslm.verdict", promotion.verdict)
         client.set_model_version_tag(name, mine.version, "recslm.verdict_reason", promotion.reason)
     return Registration(

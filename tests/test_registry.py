@@ -90,6 +90,18 @@ def test_runs_register_their_candidates_with_lineage_and_the_alias_follows_the_p
     assert str(client.get_model_version_by_alias("ranker", "champion").version) == better.candidate_version
     assert len(client.search_model_versions("name = 'ranker'")) == 5
 
+    # a team switching the objective to AUC: the bigger, better model is re-proposed and wins;
+    # under it the small one is a challenger; back on size, the challenger is promoted and loses that alias
+    by_auc = config.model_copy(update={"registry": config.registry.model_copy(update={"objective": "auc_mean"})})
+    big_again = register_models(by_auc, sqlite_tracking, _summary("run-5", _model("big", "student", 9000)), "big")
+    assert big_again.new_versions == [] and big_again.promotion.verdict == "champion"
+    small_again = register_models(by_auc, sqlite_tracking, _summary("run-6", _model("small", "pruned", 1500, auc=0.7495)), "small")
+    assert small_again.promotion.verdict == "challenger"
+    assert client.get_registered_model("ranker").aliases == {"champion": int(big_again.candidate_version), "challenger": int(small_again.candidate_version)}
+    promoted = register_models(config, sqlite_tracking, _summary("run-7", _model("small", "pruned", 1500, auc=0.7495)), "small")
+    assert promoted.promotion.verdict == "champion"
+    assert client.get_registered_model("ranker").aliases == {"champion": int(promoted.candidate_version)}
+
 
 def test_a_release_candidate_that_is_not_a_model_of_the_run_is_refused(prefect_harness, sqlite_tracking, tmp_path):
     from recslm.errors import ConfigError
