@@ -1,9 +1,11 @@
 """The compress pipeline: the paper's checklist as one Prefect flow.
 
-This version runs data -> teacher -> evaluate -> [teacher_logits] -> distill (each
-student, and its SFT baseline) -> evaluate each -> select; later stages (profile,
-prune, quantize, deploy, bench) plug in after select. A config that enables a stage
-this version cannot run stops before any work, instead of being silently ignored.
+data -> teacher -> evaluate -> [teacher_logits] -> distill (each student, and its SFT
+baseline) -> evaluate each -> select -> [profile -> prune -> evaluate] -> [quantize ->
+evaluate, per scheme] -> [deploy + bench] -> [register: every candidate a registry
+version, the release candidate champion or challenger]. Heavy stages run here, as Slurm
+jobs or on a work pool (``execution.backend``). A config that enables something this
+version cannot run stops before any work, instead of being silently ignored.
 """
 
 from __future__ import annotations
