@@ -86,6 +86,9 @@ def print_summary(summary: dict) -> None:
     (console if console.is_terminal else Console(width=220)).print(models)
     if summary.get("winner"):
         console.print(f"winner: {summary['winner']}")
+    if summary.get("registry"):
+        reg = summary["registry"]
+        console.print(f"registry: {reg['candidate']} is {reg['model_name']} v{reg['candidate_version']}, {reg['promotion']['verdict']} ({reg['promotion']['reason']})", soft_wrap=True)
     console.print(f"summary: {Path(summary['run_dir']) / 'summary.json'}", soft_wrap=True)
 
 

@@ -237,6 +237,7 @@ def test_cli_run_reuses_the_store_and_prints_the_summary(smoke, repo_root):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "models (test AUC)" in proc.stdout and "teacher" in proc.stdout and "summary:" in proc.stdout
+    assert f"registry: {smoke['first'].winner}-pruned is recslm-smoke v" in proc.stdout and "champion (already the champion)" in proc.stdout
     summary = json.loads((smoke["root"] / "cli" / "summary.json").read_text())
     assert all(rec["cached"] for rec in summary["stages"].values())
     assert summary["models"][0]["auc"] == pytest.approx(smoke["first"].models[0].auc)
