@@ -40,7 +40,10 @@ def test_remote_code_in_a_checkpoint_is_not_run_unless_the_config_allows_it(tmp_
     folder = tmp_path / "remote"
     save_model(tiny_model(tiny_tokenizer()), tiny_tokenizer(), folder)
     marker = tmp_path / "ran"
-    (folder / "evil_model.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nfrom transformers import LlamaForCausalLM as EvilForCausalLM\n")
+    # its own subclass: loading it marks the class for custom-code saving, which must not leak onto Llama itself
+    (folder / "evil_model.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nfrom transformers import LlamaForCausalLM\n\n\nclass EvilForCausalLM(LlamaForCausalLM):\n    pass\n"
+    )
     config = json.loads((folder / "config.json").read_text())
     config["auto_map"] = {"AutoModelForCausalLM": "evil_model.EvilForCausalLM"}
     (folder / "config.json").write_text(json.dumps(config))
