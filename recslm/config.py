@@ -53,6 +53,7 @@ class StoreConfig(StrictModel):
         "",
         description="Artifact store: a local folder or s3://bucket/prefix. Empty means <run.root>/store.",
     )
+    checkpoint_sync_s: float = Field(60.0, gt=0, description="S3 store: seconds between uploads of a running stage's new checkpoints (for retries on another node).")
 
     @field_validator("uri")
     @classmethod

@@ -13,17 +13,28 @@ local cache (``<cache>/<stage>/<key>``, filled atomically by rename), and that i
 ``path`` of its reference. Endpoint, region and credentials come from the environment
 (``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID`` / profiles / instance
 roles: boto3's own chain); recslm never reads, logs or stores a secret.
+
+Checkpoints travel too: ``sync_work`` mirrors a stage's work folder (its checkpoints) to
+``<prefix>/_work/<stage>/<key>/`` while it runs, and ``work_dir`` on another worker brings
+them back, so a stage retried on another node (Kubernetes backoff, a resubmitted Slurm job)
+resumes where the lost one stopped. A checkpoint's completion marker (``trainer_state.json``,
+a finished phase's ``report.json``: written last by the writer) is uploaded after the files it
+vouches for and deleted before them, so a reader never sees a marker without its files.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from recslm.errors import RecslmError
 from recslm.store import METRICS_FILE, STAGE_FILE, ArtifactRef, LocalStore
+
+
+# Files their writers write last, after the files they vouch for (see runner._is_complete, distill phases, prune steps).
+MARKERS = frozenset({"trainer_state.json", "report.json"})
 
 
 class StoreError(RecslmError):
@@ -66,6 +77,7 @@ class S3Store:
         config = Config(retries={"mode": "adaptive", "max_attempts": max_attempts}, connect_timeout=10, read_timeout=120)
         self.client = client or boto3.client("s3", config=config)
         self.transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=max(5 * 2**20, multipart_threshold // 4))
+        self._synced: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}  # work files in S3 as (size, mtime) when sent
 
     # ------------------------------------------------------------------ names
     def _key(self, *parts: str) -> str:
@@ -136,7 +148,76 @@ class S3Store:
             shutil.rmtree(staging, ignore_errors=True)
 
     def work_dir(self, stage: str, key: str) -> Path:
-        return self.cache.work_dir(stage, key)
+        """The local work folder, with the checkpoints another worker left in S3 brought back."""
+        folder = self.cache.work_dir(stage, key)
+        synced = self._synced.setdefault((stage, key), {})
+        prefix = self._key("_work", stage, key) + "/"
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        for page in self._call(f"listing the checkpoints of {stage}/{key[:12]}", list, pages):
+            for obj in page.get("Contents", []):
+                relative = obj["Key"][len(prefix) :]
+                target = folder / relative
+                if target.is_file() and target.stat().st_size == obj["Size"]:
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                partial = target.with_name(target.name + ".part")
+                self._call(f"downloading checkpoint file {relative}", self.client.download_file, self.bucket, obj["Key"], str(partial), Config=self.transfer)
+                os.replace(partial, target)
+                stat = target.stat()
+                synced[relative] = (stat.st_size, stat.st_mtime_ns)
+        return folder
+
+    def sync_work(self, stage: str, key: str) -> int:
+        """Mirror the work folder to S3 (new or changed files up, removed ones deleted); return files sent.
+
+        Works from one snapshot of the folder: files inside a checkpoint whose marker is not
+        there yet wait for the next sync, and a marker goes up only after every file of its
+        folder went up in this or an earlier sync.
+        """
+        folder = self.cache.work_dir(stage, key)
+        synced = self._synced.setdefault((stage, key), {})
+        snapshot = {}
+        for path in folder.rglob("*"):
+            if path.is_file() and not path.name.endswith(".part"):
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:  # removed while we looked (checkpoint rotation)
+                    continue
+                snapshot[path.relative_to(folder).as_posix()] = (stat.st_size, stat.st_mtime_ns)
+        unmarked = {PurePosixPath(r).parent for r in snapshot if PurePosixPath(r).parent.name.startswith("checkpoint-")} - {
+            PurePosixPath(r).parent for r in snapshot if PurePosixPath(r).name in MARKERS
+        }
+        changed = [r for r, st in snapshot.items() if synced.get(r) != st and PurePosixPath(r).parent not in unmarked]
+        failed: set[PurePosixPath] = set()
+        sent = 0
+        for relative in sorted(changed, key=lambda r: PurePosixPath(r).name in MARKERS):  # markers last
+            parent = PurePosixPath(relative).parent
+            if PurePosixPath(relative).name in MARKERS and parent in failed:
+                continue  # its folder is not all up: the marker would vouch for missing files
+            try:
+                self._call(f"uploading checkpoint file {relative}", self.client.upload_file, str(folder / relative), self.bucket,
+                           self._key("_work", stage, key, relative), Config=self.transfer)  # fmt: skip
+            except StoreError as exc:
+                if not isinstance(exc.__cause__, FileNotFoundError):
+                    raise
+                failed.add(parent)  # rotated away mid-sync
+                continue
+            synced[relative] = snapshot[relative]
+            sent += 1
+        stale = sorted((r for r in synced if r not in snapshot), key=lambda r: PurePosixPath(r).name not in MARKERS)  # markers first
+        for relative in stale:
+            self._call(f"deleting checkpoint file {relative}", self.client.delete_object, Bucket=self.bucket, Key=self._key("_work", stage, key, relative))
+            del synced[relative]
+        return sent
+
+    def _drop_work(self, stage: str, key: str) -> None:
+        prefix = self._key("_work", stage, key) + "/"
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        keys = [o["Key"] for page in self._call("listing checkpoints", list, pages) for o in page.get("Contents", [])]
+        for start in range(0, len(keys), 1000):
+            batch = {"Objects": [{"Key": k} for k in keys[start : start + 1000]]}
+            self._call("deleting checkpoints", self.client.delete_objects, Bucket=self.bucket, Delete=batch)
+        self._synced.pop((stage, key), None)
 
     def new_staging_dir(self, stage: str, key: str) -> Path:
         return self.cache.new_staging_dir(stage, key)
@@ -150,6 +231,7 @@ class S3Store:
             self._call(f"uploading {relative}", self.client.upload_file, str(path), self.bucket, self._key(stage, key, relative), Config=self.transfer)
         self._call("publishing stage.json", self.client.upload_file, str(staging / STAGE_FILE), self.bucket, self._key(stage, key, STAGE_FILE))
         ref = self.cache.publish_prepared(stage, key, staging, metrics=kwargs["metrics"], wall_s=kwargs["wall_s"])
+        self._drop_work(stage, key)  # published: its checkpoints are no longer needed anywhere
         return ref.model_copy(update={"uri": f"{self.uri}/{stage}/{key}", "local": str(self.artifact_dir(stage, key))})
 
     def discard(self, staging: Path) -> None:

@@ -14,11 +14,15 @@ stages keep resumable checkpoints in ``<root>/_work/<stage>/<key>`` until they p
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -149,6 +153,10 @@ class LocalStore:
         """Drop a staging folder after a failed attempt (checkpoints in work_dir are kept)."""
         shutil.rmtree(staging, ignore_errors=True)
 
+    def sync_work(self, stage: str, key: str) -> int:
+        """Nothing to do: every worker sees this file system (see S3Store.sync_work)."""
+        return 0
+
     def materialize(self, ref: ArtifactRef, download: bool = True) -> ArtifactRef:
         """The reference with a path valid on this worker (a shared folder needs no copy)."""
         if download and not (ref.path / STAGE_FILE).is_file():
@@ -165,7 +173,39 @@ class ArtifactStore(Protocol):
     def new_staging_dir(self, stage: str, key: str) -> Path: ...
     def publish(self, stage: str, key: str, staging: Path, **kwargs: Any) -> ArtifactRef: ...
     def discard(self, staging: Path) -> None: ...
+    def sync_work(self, stage: str, key: str) -> int: ...
     def materialize(self, ref: ArtifactRef, download: bool = True) -> ArtifactRef: ...
+
+
+@contextmanager
+def syncing_work(store: ArtifactStore, stage: str, key: str, every_s: float) -> Iterator[None]:
+    """While a stage runs, mirror its checkpoints to the store every ``every_s`` seconds, and
+    once more if it fails, so a retry on another worker resumes from them. A failed sync is
+    logged, never fatal: training goes on and the next sync tries again."""
+    stop = threading.Event()
+
+    def sync() -> None:
+        try:
+            store.sync_work(stage, key)
+        except Exception as exc:  # noqa: BLE001 - the stage matters more than one mirror round
+            logging.getLogger(__name__).warning("checkpoint sync of %s/%s failed (will retry): %s", stage, key[:12], exc)
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            sync()
+
+    thread = threading.Thread(target=loop, name=f"recslm-sync-{stage}", daemon=True)
+    thread.start()
+    try:
+        yield
+    except BaseException:
+        stop.set()
+        thread.join()
+        sync()  # what the failed attempt reached, for the retry
+        raise
+    finally:
+        stop.set()
+        thread.join()
 
 
 def open_store(uri: str, cache_dir: Path | None = None) -> ArtifactStore:

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from recslm.config import PipelineConfig
-from recslm.store import ArtifactRef, artifact_key, open_store
+from recslm.store import ArtifactRef, artifact_key, open_store, syncing_work
 from tasks.dispatch import remote_call, worker_identity
 from tasks.tracking import Tracker, TrackingHandle
 
@@ -93,7 +93,8 @@ def run_stage(
     tracker.log_params(run_id, params)
     staging = store.new_staging_dir(stage, key)
     try:
-        metrics = body(staging, store.work_dir(stage, key), StageRun(tracker, run_id, key))
+        with syncing_work(store, stage, key, config.store.checkpoint_sync_s):
+            metrics = body(staging, store.work_dir(stage, key), StageRun(tracker, run_id, key))
         wall_s = time.perf_counter() - started
         ref = store.publish(
             stage, key, staging, metrics=metrics, stage_config=params, input_keys=input_keys, wall_s=wall_s,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 
 import pytest
@@ -171,3 +172,62 @@ def test_a_store_that_stays_down_fails_clearly_and_may_be_retried_later_a_refusa
     with pytest.raises(StoreError, match="s3://artifacts at http://127.0.0.1") as unreachable:
         publish(down, stage_folder(down, {"x.bin": b"x"}))
     assert is_transient(unreachable.value) and SECRET not in str(unreachable.value)
+
+
+def _write(folder, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+
+
+def test_checkpoints_reach_another_worker_complete_or_not_at_all(s3_endpoint, tmp_path):
+    key = "c" * 64
+    trainer = S3Store("s3://artifacts/ckpt", tmp_path / "node-a")
+    work = trainer.work_dir("distill", key)
+    _write(work, {"phase-0/checkpoint-10/model.safetensors": b"w10", "phase-0/checkpoint-10/trainer_state.json": b"{}",
+                  "phase-0/checkpoint-20/model.safetensors": b"half-written"})  # checkpoint-20: no marker yet
+    assert trainer.sync_work("distill", key) == 2
+    elsewhere = S3Store("s3://artifacts/ckpt", tmp_path / "node-b").work_dir("distill", key)
+    assert (elsewhere / "phase-0/checkpoint-10/model.safetensors").read_bytes() == b"w10"
+    assert (elsewhere / "phase-0/checkpoint-10/trainer_state.json").is_file() and not (elsewhere / "phase-0/checkpoint-20").exists()
+
+    # training goes on: checkpoint-20 completes, the Trainer rotates checkpoint-10 away
+    _write(work, {"phase-0/checkpoint-20/model.safetensors": b"w20", "phase-0/checkpoint-20/trainer_state.json": b"{}"})
+    shutil.rmtree(work / "phase-0/checkpoint-10")
+    assert trainer.sync_work("distill", key) == 2 and trainer.sync_work("distill", key) == 0  # nothing changed the second time
+    later = S3Store("s3://artifacts/ckpt", tmp_path / "node-c").work_dir("distill", key)
+    assert sorted(p.relative_to(later).as_posix() for p in later.rglob("*") if p.is_file()) == [
+        "phase-0/checkpoint-20/model.safetensors", "phase-0/checkpoint-20/trainer_state.json"]
+    assert (later / "phase-0/checkpoint-20/model.safetensors").read_bytes() == b"w20"
+
+    # once the stage publishes, its checkpoints are gone from S3 too
+    trainer.publish("distill", key, stage_folder(trainer, {"model/x": b"x"}), metrics={}, stage_config={}, input_keys={}, wall_s=1.0)
+    assert not [k for k in trainer.object_keys() if "/_work/" in k]
+
+
+def test_a_failed_stage_leaves_its_checkpoints_for_a_retry_on_another_node(s3_endpoint, prefect_harness, tmp_path):
+    from recslm.config import PipelineConfig
+    from tasks.stage import run_stage
+    from tasks.tracking import TrackingHandle
+
+    def config(node: str) -> PipelineConfig:
+        return PipelineConfig.model_validate({"run": {"root": str(tmp_path / node)}, "store": {"uri": "s3://artifacts/retry", "checkpoint_sync_s": 3600},
+                                              "tracking": {"enabled": False}, "registry": {"enabled": False}})  # fmt: skip
+
+    def crashes(out, work, run):
+        _write(work, {"checkpoint-5/model.safetensors": b"w5", "checkpoint-5/trainer_state.json": b"{}"})
+        raise TimeoutError("the node went away")
+
+    with pytest.raises(TimeoutError):
+        run_stage("teacher", config("node-a"), TrackingHandle(enabled=False), {"lr": 1}, {}, crashes)
+
+    seen = {}
+
+    def resumes(out, work, run):
+        seen["files"] = sorted(p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file())
+        (out / "model").mkdir()
+        return {"auc_mean": 0.7}
+
+    ref = run_stage("teacher", config("node-b"), TrackingHandle(enabled=False), {"lr": 1}, {}, resumes)
+    assert seen["files"] == ["checkpoint-5/model.safetensors", "checkpoint-5/trainer_state.json"]
+    assert ref.metrics == {"auc_mean": 0.7}
