@@ -10,7 +10,6 @@ only then moves traffic, keeping the previous version on failure.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 from prefect import flow, get_run_logger
@@ -18,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from recslm.config import load_config
 from recslm.errors import CheckpointError, ConfigError
-from recslm.store import ArtifactRef, open_store
+from recslm.store import ArtifactRef, store_for
 from tasks.options import with_retries
 from tasks.register import registered_name
 from tasks.serve import deploy_task
@@ -45,7 +44,7 @@ def deploy_champion(params: DeployChampionParams = DeployChampionParams()) -> di
     except Exception as exc:  # noqa: BLE001 - MlflowException: no such model or alias
         raise ConfigError(f"registry: no version of {name!r} has the alias {params.alias!r} at {config.tracking_uri()} ({exc})") from exc
     tags = version.tags
-    store = open_store(config.store_uri(), Path(config.run.root) / "store-cache")
+    store = store_for(config)
     model = store.lookup(tags["recslm.stage"], tags["recslm.key"])
     data = store.lookup("data", tags["recslm.data_key"])
     if model is None or data is None:

@@ -23,12 +23,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from recslm.config import SlurmConfig
 from recslm.errors import ConfigError, RecslmError, TransientError
-
-R = TypeVar("R")
 
 # States after which the job will not write a result any more (``scontrol show job`` names).
 ENDED_STATES = frozenset({
@@ -99,7 +97,7 @@ def _log_tail(path: Path, lines: int = 30) -> str:
 
 
 def run_job(
-    fn: Callable[..., R],
+    fn: Callable[..., Any],
     *args: Any,
     resources: SlurmConfig,
     folder: Path,

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, Field
 
 import recslm
-from recslm.config import stable_hash
+from recslm.config import PipelineConfig, stable_hash
 from recslm.errors import CheckpointError, ConfigError
 
 STAGE_FILE = "stage.json"
@@ -222,3 +222,9 @@ def _write_json(path: Path, payload: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
     os.replace(tmp, path)
+
+
+def store_for(config: PipelineConfig) -> ArtifactStore:
+    """The store ``config`` names, with a remote store's local cache in ``<run.root>/store-cache``
+    (the same path on every worker that runs the same config)."""
+    return open_store(config.store_uri(), Path(config.run.root) / "store-cache")

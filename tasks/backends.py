@@ -13,16 +13,16 @@ from pathlib import Path
 
 from recslm.config import PipelineConfig
 from recslm.errors import RecslmError, TransientError
-from recslm.store import ArtifactRef
+from recslm.store import ArtifactRef, ArtifactStore
 from tasks.dispatch import StageCall, execute_call, outcome_ref
 
 
-def run_on_worker(call: StageCall, config: PipelineConfig, stage: str, key: str) -> ArtifactRef:
+def run_on_worker(call: StageCall, config: PipelineConfig, store: ArtifactStore, stage: str, key: str) -> ArtifactRef:
     """Run ``call`` where ``execution.backend`` says; return the worker's artifact (with its job id)."""
     if config.execution.backend == "slurm":
         return run_on_slurm(call, config, stage, key)
     if config.execution.backend == "kubernetes":
-        return run_on_work_pool(call, config, stage, key)
+        return run_on_work_pool(call, config, store, stage, key)
     raise RecslmError(f"execution.backend: {config.execution.backend!r} does not run stages remotely")
 
 
@@ -40,12 +40,10 @@ def run_on_slurm(call: StageCall, config: PipelineConfig, stage: str, key: str) 
     return ref.model_copy(update={"worker": {**(ref.worker or {}), "backend": "slurm", "job_id": result.job_id}})
 
 
-def run_on_work_pool(call: StageCall, config: PipelineConfig, stage: str, key: str) -> ArtifactRef:
+def run_on_work_pool(call: StageCall, config: PipelineConfig, store: ArtifactStore, stage: str, key: str) -> ArtifactRef:
     """A flow run of the ``recslm-stage`` deployment on the configured work pool (a Kubernetes
     GPU job in production); the artifact is then read from the store it published to."""
     from prefect.deployments import run_deployment
-
-    from recslm.store import open_store
 
     k8s = config.execution.kubernetes
     flow_run = run_deployment(
@@ -63,7 +61,6 @@ def run_on_work_pool(call: StageCall, config: PipelineConfig, stage: str, key: s
         message = state.message if state is not None else ""
         lost = state is None or state.is_crashed() or state.is_cancelled() or "[transient]" in (message or "")
         raise (TransientError if lost else RecslmError)(f"{where} ended {name}: {message}")
-    store = open_store(config.store_uri(), Path(config.run.root) / "store-cache")
     ref = store.lookup(stage, key)
     if ref is None:
         raise TransientError(f"{where} completed but {stage}/{key[:12]} is not in {config.store_uri()}")

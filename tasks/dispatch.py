@@ -24,14 +24,13 @@ import socket
 import typing
 from collections.abc import Callable
 from contextvars import ContextVar
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
 from recslm.config import PipelineConfig
 from recslm.errors import RecslmError
-from recslm.store import ArtifactRef, open_store
+from recslm.store import ArtifactRef, store_for
 
 # Set on a worker while it executes a dispatched call, so run_stage runs the body there.
 IN_WORKER_ENV = "RECSLM_STAGE_WORKER"
@@ -137,7 +136,7 @@ def execute_call(call_json: dict[str, Any]) -> dict[str, Any]:
 
 def materialize_inputs(config: PipelineConfig, arguments: dict[str, Any]) -> dict[str, Any]:
     """Every ArtifactRef argument rewritten to this worker's local copy (downloaded from S3 if needed)."""
-    store = open_store(config.store_uri(), Path(config.run.root) / "store-cache")
+    store = store_for(config)
 
     def local(value: Any) -> Any:
         if isinstance(value, ArtifactRef):

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from recslm.config import PipelineConfig
-from recslm.store import ArtifactRef, artifact_key, open_store, syncing_work
+from recslm.store import ArtifactRef, artifact_key, store_for, syncing_work
 from tasks.dispatch import remote_call, worker_identity
 from tasks.tracking import Tracker, TrackingHandle
 
@@ -63,7 +63,7 @@ def run_stage(
     ``dispatchable`` task) with ``execution.backend`` slurm or kubernetes runs on a worker
     (``tasks.backends``) and this returns the worker's published artifact.
     """
-    store = open_store(config.store_uri(), config.run.root / "store-cache")
+    store = store_for(config)
     params = stage_params(stage_config)
     input_keys = {role: ref.key for role, ref in inputs.items()}
     key = artifact_key(stage, params, input_keys)
@@ -83,7 +83,7 @@ def run_stage(
     if call is not None:
         from tasks.backends import run_on_worker
 
-        ref = run_on_worker(call, config, stage, key)
+        ref = run_on_worker(call, config, store, stage, key)
         return store.materialize(ref, download=False).model_copy(update={"wall_s": time.perf_counter() - started})
 
     for ref in inputs.values():

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import trimmed_smoke
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,14 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _config_file(root: Path) -> Path:
     """The smoke pipeline up to select with one student, distilled long enough to be caught."""
-    raw = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
-    raw["run"]["root"] = str(root)
-    raw["teacher"]["train"]["epochs"] = 1
-    raw["students"] = raw["students"][:1]
-    raw["distill"]["sft_baseline"] = False
-    raw["distill"]["phases"][0]["train"].update(max_steps=600, save_steps=50)
-    for section in ("prune", "quantize", "serve", "bench"):
-        raw[section]["enabled"] = False
+    raw = trimmed_smoke(root)
     path = root / "config.yaml"
     root.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(raw))

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from recslm.config import PipelineConfig, SlurmConfig
+from tests.helpers import trimmed_smoke
 
 pytestmark = pytest.mark.slow
 
@@ -154,17 +154,10 @@ def test_sbatch_refusing_the_request_is_a_clear_deterministic_error(slurm_cluste
 # ----------------------------------------------------------------------------- the pipeline
 
 
-def _pipeline_config(repo_root: Path, root: Path, backend: str) -> PipelineConfig:
+def _pipeline_config(root: Path, backend: str) -> PipelineConfig:
     """The smoke pipeline up to select, one student (heavy stages: teacher, its evaluation,
     the teacher's top-k, distill, the student's evaluation)."""
-    raw = yaml.safe_load((repo_root / "configs" / "smoke.yaml").read_text())
-    raw["run"]["root"] = str(root)
-    raw["teacher"]["train"]["epochs"] = 1
-    raw["students"] = raw["students"][:1]
-    raw["distill"]["sft_baseline"] = False
-    raw["distill"]["phases"][0]["train"].update(max_steps=600, save_steps=50)  # ~20 s: time to kill it mid-way
-    for section in ("prune", "quantize", "serve", "bench"):
-        raw[section]["enabled"] = False
+    raw = trimmed_smoke(root)
     raw["execution"] = {"backend": backend, "retries": 1, "retry_delay_s": 0,
                         "slurm": {"cpus": 2, "mem_gb": 4, "time_min": 20, "poll_s": 0.5, "folder": str(root / "slurm-jobs")}}
     return PipelineConfig.model_validate(raw)
@@ -187,7 +180,7 @@ def _kill_distill_after_first_checkpoint(store: Path, killed: list[str], stop: t
 def test_heavy_stages_run_as_slurm_jobs_and_a_killed_distill_resumes(slurm_cluster, prefect_harness, repo_root, tmp_path):
     from flows.compress import compress
 
-    cfg = _pipeline_config(repo_root, tmp_path / "slurm-run", "slurm")
+    cfg = _pipeline_config(tmp_path / "slurm-run", "slurm")
     killed: list[str] = []
     stop = threading.Event()
     killer = threading.Thread(target=_kill_distill_after_first_checkpoint, args=(Path(cfg.store_uri()), killed, stop), daemon=True)
@@ -217,7 +210,7 @@ def test_heavy_stages_run_as_slurm_jobs_and_a_killed_distill_resumes(slurm_clust
     assert distill.metrics["phases"][0]["resumed_from"].startswith("checkpoint-")
 
     # same numbers as an uninterrupted run of the same config in this process
-    reference = compress(_pipeline_config(repo_root, tmp_path / "local-run", "local"), run_id="local")
+    reference = compress(_pipeline_config(tmp_path / "local-run", "local"), run_id="local")
     assert all(record.worker["backend"] == "local" for record in reference.stages.values())
     got = {m.name: m.auc for m in summary.models}
     want = {m.name: m.auc for m in reference.models}

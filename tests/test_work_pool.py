@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from recslm.config import PipelineConfig
+from tests.helpers import trimmed_smoke
 from tests.servers import stop_process
 
 pytestmark = pytest.mark.slow
@@ -50,12 +50,7 @@ def stage_worker(prefect_harness, tmp_path_factory):
 
 def _config(root: Path) -> PipelineConfig:
     """The smoke data and teacher only (two heavy stages: teacher and its evaluation)."""
-    raw = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
-    raw["run"]["root"] = str(root)
-    raw["teacher"]["train"]["epochs"] = 1
-    raw["students"] = []
-    for section in ("prune", "quantize", "serve", "bench"):
-        raw[section]["enabled"] = False
+    raw = trimmed_smoke(root, students=0)
     raw["execution"] = {"backend": "kubernetes", "retries": 0, "kubernetes": {"work_pool": POOL, "deployment": DEPLOYMENT, "gpus": None}}
     return PipelineConfig.model_validate(raw)
 
