@@ -179,7 +179,6 @@ class TrainConfig(StrictModel):
     save_steps: int = Field(200, ge=1, description="Checkpoint every this many steps (resume point on retry).")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept.")
     logging_steps: int = Field(10, ge=1, description="Log the training loss every this many steps.")
-    threads: int | None = Field(None, ge=1, description="torch CPU threads; empty = torch's default.")
 
 
 class TeacherConfig(StrictModel):
@@ -273,7 +272,6 @@ class ProfileConfig(StrictModel):
     context_lengths: list[int] = Field(default_factory=lambda: [128, 512, 1024], min_length=1, description="Prompt lengths (tokens) to time prefill at.")
     repeats: int = Field(3, ge=1, description="Timed forward passes per length (the median is reported), after one warm-up.")
     min_share: float = Field(0.25, ge=0, le=1, description="With prune.parts: auto, a part (attention or MLP) below this share of layer time at the longest length is not pruned.")
-    threads: int | None = Field(None, ge=1, description="torch CPU threads; empty = torch's default.")
 
 
 class PruneConfig(StrictModel):
@@ -321,7 +319,6 @@ class EvaluateConfig(StrictModel):
     prefix_sharing: bool = Field(True, description="Compute each member's shared prefix once and reuse its KV cache for all candidates.")
     split: Literal["val", "test"] = Field("test", description="Split whose AUC is reported.")
     groups_per_batch: int = Field(16, ge=1, description="Member groups scored per forward pass (speed only, not the result).")
-    threads: int | None = Field(None, ge=1, description="torch CPU threads; empty = torch's default.")
 
 
 class ServeConfig(StrictModel):
@@ -393,6 +390,17 @@ class KubernetesConfig(StrictModel):
     namespace: str = Field("recslm", description="Namespace.")
 
 
+class RuntimeConfig(StrictModel):
+    """How every compute stage runs its numerics: the same here, in a Slurm job and in a pod.
+
+    A stage's result depends on the thread count (parallel reductions split work by thread
+    count), so it is fixed here rather than taken from the machine's cores, and it is part
+    of every compute stage's content key (see ``recslm.runtime``)."""
+
+    threads: int = Field(2, ge=1, le=256, description="torch CPU threads of every stage (also OMP_NUM_THREADS/MKL_NUM_THREADS of workers); part of each compute stage's key.")
+    deterministic: bool = Field(True, description="torch deterministic algorithms (and cuBLAS's deterministic workspace on GPUs).")
+
+
 class ExecutionConfig(StrictModel):
     backend: Literal["local", "slurm", "kubernetes"] = Field("local", description="Where heavy stages run.")
     retries: int = Field(2, ge=0, description="Retries of a stage after a transient error (never for deterministic ones).")
@@ -426,6 +434,7 @@ class PipelineConfig(StrictModel):
     store: StoreConfig = Field(default_factory=StoreConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> PipelineConfig:
@@ -527,7 +536,9 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"]
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and err["loc"] and err["loc"][-1] == "threads":
+            msg = "unknown key: the thread count of every stage is runtime.threads now (one value, part of each stage's key)"
+        elif err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; `recslm config fields` lists the valid ones)"
         got = err.get("input")
         shown = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"

@@ -20,7 +20,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,10 @@ from recslm.errors import ConfigError, RecslmError, TransientError
 ENDED_STATES = frozenset({
     "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT",
 })  # fmt: skip
+
+# Reasons a pending job waits for ever: the request exceeds what the partition or its nodes
+# have (e.g. more CPUs than a node has). Slurm keeps such a job queued; recslm refuses it.
+NEVER_RUNS = frozenset({"PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints", "InvalidAccount", "InvalidQOS"})
 
 
 class SlurmJobLost(TransientError):
@@ -56,8 +60,9 @@ class JobResult:
     wall_s: float
 
 
-def sbatch_parameters(resources: SlurmConfig, job_name: str) -> dict[str, Any]:
-    """submitit's SlurmExecutor parameters for one heavy stage (``execution.slurm``)."""
+def sbatch_parameters(resources: SlurmConfig, job_name: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """submitit's SlurmExecutor parameters for one heavy stage (``execution.slurm``); ``env`` is
+    exported in the job script before the setup lines (the stage's thread counts)."""
     params: dict[str, Any] = {
         "job_name": job_name,
         "cpus_per_task": resources.cpus,
@@ -73,20 +78,24 @@ def sbatch_parameters(resources: SlurmConfig, job_name: str) -> dict[str, Any]:
         params["account"] = resources.account
     if resources.gpus:
         params["gpus_per_node"] = resources.gpus
-    if resources.setup:
-        params["setup"] = list(resources.setup)
+    setup = [f"export {name}={shlex.quote(value)}" for name, value in (env or {}).items()] + list(resources.setup)
+    if setup:
+        params["setup"] = setup
     return params
+
+
+def job_record(job_id: str) -> dict[str, str] | None:
+    """The job's fields from the controller (JobState, Reason, ...), or None when it no longer knows the job."""
+    proc = subprocess.run(["scontrol", "show", "job", "--oneliner", job_id], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        return None
+    return dict(field.split("=", 1) for field in proc.stdout.split() if "=" in field)
 
 
 def job_state(job_id: str) -> str | None:
     """The job's state from the controller, or None when it no longer knows the job."""
-    proc = subprocess.run(["scontrol", "show", "job", "--oneliner", job_id], capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0:
-        return None
-    for field in proc.stdout.split():
-        if field.startswith("JobState="):
-            return field.removeprefix("JobState=")
-    return None
+    record = job_record(job_id)
+    return record.get("JobState") if record is not None else None
 
 
 def _log_tail(path: Path, lines: int = 30) -> str:
@@ -104,6 +113,7 @@ def run_job(
     job_name: str,
     poll_s: float = 1.0,
     on_submit: Callable[[str], None] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> JobResult:
     """Submit ``fn(*args)`` as one Slurm job, wait for it, return its value and job id.
 
@@ -122,7 +132,7 @@ def run_job(
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     executor = submitit.SlurmExecutor(folder=folder, python=shlex.quote(sys.executable), max_num_timeout=0)
-    executor.update_parameters(**sbatch_parameters(resources, job_name))
+    executor.update_parameters(**sbatch_parameters(resources, job_name, env))
     started = time.perf_counter()
     try:
         job = executor.submit(fn, *args)
@@ -145,7 +155,15 @@ def _wait(job: Any, poll_s: float) -> Any:
                 return job.result()
             except FailedJobError as exc:
                 raise SlurmJobError(f"Slurm job {job.job_id} failed:\n{exc}") from exc
-        state = job_state(str(job.job_id))
+        record = job_record(str(job.job_id))
+        state = record.get("JobState") if record is not None else None
+        if state == "PENDING" and record.get("Reason") in NEVER_RUNS:
+            subprocess.run(["scancel", str(job.job_id)], capture_output=True, timeout=60)
+            raise SlurmJobError(
+                f"Slurm job {job.job_id} can never start ({record['Reason']}): it asks for more than the partition's nodes have "
+                f"(CPUs {record.get('NumCPUs', '?')}, {record.get('TRES', '')}); lower execution.slurm.cpus / mem_gb / gpus / time_min, "
+                "or choose another partition"
+            )
         if state is None:  # purged from the controller (MinJobAge): one grace period for a late result file
             unknown_since = unknown_since or time.monotonic()
             if time.monotonic() - unknown_since > 30:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from recslm.config import PipelineConfig
 from recslm.errors import RecslmError, TransientError
+from recslm.runtime import worker_env
 from recslm.store import ArtifactRef, ArtifactStore
 from tasks.dispatch import StageCall, execute_call, outcome_ref
 
@@ -35,6 +36,7 @@ def run_on_slurm(call: StageCall, config: PipelineConfig, stage: str, key: str) 
     result = run_job(
         execute_call, call.model_dump(mode="json"),
         resources=slurm, folder=folder, job_name=f"recslm-{stage}-{key[:8]}", poll_s=slurm.poll_s,
+        env=worker_env(config.runtime),
     )  # fmt: skip
     ref = outcome_ref(result.value, f"stage {stage} in Slurm job {result.job_id}")
     return ref.model_copy(update={"worker": {**(ref.worker or {}), "backend": "slurm", "job_id": result.job_id}})
@@ -52,7 +54,7 @@ def run_on_work_pool(call: StageCall, config: PipelineConfig, store: ArtifactSto
         timeout=None,  # wait for the job, however long the stage trains
         as_subflow=True,
         tags=[f"stage:{stage}"],
-        job_variables={"gpus": k8s.gpus} if k8s.gpus is not None else None,
+        job_variables={"env": worker_env(config.runtime), **({"gpus": k8s.gpus} if k8s.gpus is not None else {})},
     )
     state = flow_run.state
     where = f"stage {stage} in flow run {flow_run.name} ({flow_run.id}) on work pool {k8s.work_pool}"

@@ -15,20 +15,14 @@ from tasks.stage import run_stage
 from tasks.tracking import TrackingHandle
 
 
-def _phases_for_key(phases: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Phases without ``train.threads``: thread count changes speed, not the result."""
-    return [{**p, "train": {k: v for k, v in p["train"].items() if k != "threads"}} for p in phases]
-
-
 def distill_stage_config(config: PipelineConfig, spec: StudentSpec, role: Literal["student", "sft_baseline"]) -> dict[str, Any]:
     """What decides a student's weights, and nothing else (so unrelated edits keep the cache)."""
     from recslm.train.student import sft_phases  # light: pydantic only
 
     if role == "sft_baseline":
         phases = [p.model_dump(mode="json") for p in sft_phases(config.distill)]
-        return {"student": spec.model_dump(mode="json"), "role": role, "phases": _phases_for_key(phases), "seed": student_seed(config)}
+        return {"student": spec.model_dump(mode="json"), "role": role, "phases": phases, "seed": student_seed(config)}
     distill = config.distill.model_dump(mode="json", exclude={"sft_baseline", "seed"})
-    distill["phases"] = _phases_for_key(distill["phases"])
     if config.distill.teacher_logits == "online":
         distill.pop("topk")
     return {"student": spec.model_dump(mode="json"), "role": role, "distill": distill, "seed": student_seed(config)}
@@ -53,7 +47,7 @@ def teacher_logits_task(config: PipelineConfig, tracking: TrackingHandle, data: 
                 trust_remote_code=config.teacher.trust_remote_code, on_progress=on_progress,
             )
 
-    return run_stage("teacher_logits", config, tracking, {"topk": config.distill.topk}, {"data": data, "teacher": teacher}, body)
+    return run_stage("teacher_logits", config, tracking, {"topk": config.distill.topk}, {"data": data, "teacher": teacher}, body, runtime=config.runtime)
 
 
 @task(name="distill", **TASK_DEFAULTS)
@@ -87,7 +81,7 @@ def distill_task(
     inputs = {"data": data} if role == "sft_baseline" else {"data": data, "teacher": teacher}
     if topk is not None and role == "student":
         inputs["teacher_logits"] = topk
-    return run_stage("distill", config, tracking, distill_stage_config(config, spec, role), inputs, body, name=f"distill-{name}")
+    return run_stage("distill", config, tracking, distill_stage_config(config, spec, role), inputs, body, name=f"distill-{name}", runtime=config.runtime)
 
 
 def model_name(spec: StudentSpec, role: str) -> str:

@@ -30,10 +30,10 @@ def evaluate_task(config: PipelineConfig, tracking: TrackingHandle, model: Artif
                 groups_per_batch=config.evaluate.groups_per_batch,
                 data_tokenizer_dir=tokenizer_path(data.path),
                 scores_out=out / "scores.parquet",
-                threads=config.evaluate.threads,
                 on_progress=on_progress,
             )
 
     return run_stage(
-        "evaluate", config, tracking, config.evaluate.model_dump(mode="json", exclude={"threads", "groups_per_batch"}), {"model": model, "data": data}, body, name=f"evaluate-{model_name}"
+        "evaluate", config, tracking, config.evaluate.model_dump(mode="json", exclude={"groups_per_batch"}), {"model": model, "data": data}, body,
+        name=f"evaluate-{model_name}", runtime=config.runtime,
     )

@@ -30,15 +30,13 @@ def profile_task(config: PipelineConfig, tracking: TrackingHandle, model: Artifa
 
     # timings depend on the machine: the key still names the model and lengths, so a rerun on
     # the same store reuses them; delete the artifact (or change repeats) to time again
-    stage_config = config.profile.model_dump(mode="json", exclude={"threads", "min_share"})
-    return run_stage("profile", config, tracking, stage_config, {"model": model}, body, name=f"profile-{model_name}")
+    stage_config = config.profile.model_dump(mode="json", exclude={"min_share"})
+    return run_stage("profile", config, tracking, stage_config, {"model": model}, body, name=f"profile-{model_name}", runtime=config.runtime)
 
 
 def prune_stage_config(config: PipelineConfig) -> dict[str, Any]:
     """What decides the pruned weights: the prune section, the recipe used to re-distill, the seed."""
     prune = config.prune.model_dump(mode="json", exclude={"enabled"})
-    if prune.get("redistill"):
-        prune["redistill"].pop("threads", None)
     distill = config.distill.model_dump(mode="json", include={"kd_weight", "ce_weight", "prompt_weight", "beta", "temperature"})
     return {"prune": prune, "recipe": distill, "seed": student_seed(config), "min_share": config.profile.min_share}
 
@@ -67,4 +65,4 @@ def prune_task(config: PipelineConfig, tracking: TrackingHandle, data: ArtifactR
     inputs = {"data": data, "model": model}
     if config.prune.parts == "auto":
         inputs["profile"] = profile
-    return run_stage("prune", config, tracking, prune_stage_config(config), inputs, body, name=f"prune-{model_name}")
+    return run_stage("prune", config, tracking, prune_stage_config(config), inputs, body, name=f"prune-{model_name}", runtime=config.runtime)

@@ -44,4 +44,4 @@ def quantize_task(config: PipelineConfig, tracking: TrackingHandle, data: Artifa
             run.tracker.log_metrics(run.run_id, errors, step=index)
         return metrics
 
-    return run_stage("quantize", config, tracking, quantize_stage_config(config, scheme), {"data": data, "model": model}, body, name=f"quantize-{model_name}-{scheme}")
+    return run_stage("quantize", config, tracking, quantize_stage_config(config, scheme), {"data": data, "model": model}, body, name=f"quantize-{model_name}-{scheme}", runtime=config.runtime)

@@ -8,6 +8,7 @@ params, metrics and lineage tags.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from recslm.config import PipelineConfig
+from recslm.config import PipelineConfig, RuntimeConfig
+from recslm.runtime import pinned_runtime
 from recslm.store import ArtifactRef, artifact_key, store_for, syncing_work
 from tasks.dispatch import remote_call, worker_identity
 from tasks.tracking import Tracker, TrackingHandle
@@ -55,6 +57,7 @@ def run_stage(
     body: Body,
     *,
     name: str | None = None,
+    runtime: RuntimeConfig | None = None,
 ) -> ArtifactRef:
     """Run ``body`` unless the store already holds this stage's artifact; return its reference.
 
@@ -62,9 +65,15 @@ def run_stage(
     in MLflow; the key alone decides what is cached. On a miss, a heavy stage (a
     ``dispatchable`` task) with ``execution.backend`` slurm or kubernetes runs on a worker
     (``tasks.backends``) and this returns the worker's published artifact.
+
+    ``runtime`` (``config.runtime`` for every stage that computes with torch): the body runs
+    under it (thread count, deterministic kernels, global seeds from the key) wherever it
+    runs, and it is part of the key, since the thread count changes the result.
     """
     store = store_for(config)
     params = stage_params(stage_config)
+    if runtime is not None:
+        params = {**params, "runtime": runtime.model_dump(mode="json")}
     input_keys = {role: ref.key for role, ref in inputs.items()}
     key = artifact_key(stage, params, input_keys)
     tracker = Tracker(tracking)
@@ -94,7 +103,8 @@ def run_stage(
     staging = store.new_staging_dir(stage, key)
     try:
         with syncing_work(store, stage, key, config.store.checkpoint_sync_s):
-            metrics = body(staging, store.work_dir(stage, key), StageRun(tracker, run_id, key))
+            with pinned_runtime(runtime, seed=int(key[:8], 16)) if runtime is not None else contextlib.nullcontext():
+                metrics = body(staging, store.work_dir(stage, key), StageRun(tracker, run_id, key))
         wall_s = time.perf_counter() - started
         ref = store.publish(
             stage, key, staging, metrics=metrics, stage_config=params, input_keys=input_keys, wall_s=wall_s,

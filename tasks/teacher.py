@@ -27,6 +27,5 @@ def teacher_task(config: PipelineConfig, tracking: TrackingHandle, data: Artifac
                 seed=config.run.seed, on_log=run.log_curve, on_step=on_step,
             )
 
-    # threads changes speed, not the result, so it stays out of the content key
-    stage_config = {"teacher": config.teacher.model_dump(mode="json", exclude={"train": {"threads"}}), "seed": config.run.seed}
-    return run_stage("teacher", config, tracking, stage_config, {"data": data}, body)
+    stage_config = {"teacher": config.teacher.model_dump(mode="json"), "seed": config.run.seed}
+    return run_stage("teacher", config, tracking, stage_config, {"data": data}, body, runtime=config.runtime)

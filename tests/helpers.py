@@ -88,3 +88,15 @@ def data_artifact(folder, members: int = 6, vocab_size: int = 400):
         write_records(synthetic_records(members=members, seed=seed), src / f"{split}.parquet")
     build_data_artifact(DataConfig(source="records", path=src, tokenizer={"vocab_size": vocab_size}), folder / "data")
     return folder / "data"
+
+
+def file_digests(folder: Path, exclude: tuple[str, ...] = ("metrics.json", "stage.json")) -> dict[str, str]:
+    """sha256 of every file under ``folder`` by relative path, leaving out the stage's records
+    (metrics.json holds wall times, stage.json the worker and its MLflow run)."""
+    import hashlib
+
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(Path(folder).rglob("*"))
+        if path.is_file() and path.name not in exclude
+    }

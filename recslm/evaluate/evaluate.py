@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from recslm.data.records import RankingRecord
 from recslm.data.tokenizer import load_tokenizer, same_vocabulary
@@ -26,7 +25,6 @@ def evaluate_records(
     groups_per_batch: int = 16,
     data_tokenizer_dir: Path | None = None,
     scores_out: Path | None = None,
-    threads: int | None = None,
     trust_remote_code: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
@@ -35,8 +33,6 @@ def evaluate_records(
     When the records were tokenized for training by a data-stage tokenizer, pass its
     folder: a model with a different vocabulary would score garbage, so that is an error.
     """
-    if threads:
-        torch.set_num_threads(threads)
     tokenizer = load_tokenizer(model_dir, trust_remote_code)
     if data_tokenizer_dir is not None and not same_vocabulary(tokenizer, load_tokenizer(data_tokenizer_dir)):
         raise TokenizerError(f"{model_dir}: the model's tokenizer differs from the data's tokenizer in {data_tokenizer_dir}")

@@ -38,8 +38,6 @@ from recslm.train.runner import LogFn, StepFn
 
 def profile_student(model_dir: Path, out_dir: Path, cfg: ProfileConfig) -> dict[str, Any]:
     """Time attention vs MLP per layer at ``cfg.context_lengths``; write profile.json and profile.png."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     model = load_model(model_dir)
     result = profile_model(model, cfg.context_lengths, cfg.repeats)
     if not result.context_lengths:
@@ -78,7 +76,7 @@ def _interleaved_prefill(a: torch.nn.Module, b: torch.nn.Module, lengths: list[i
 
 def _auc(model_dir: Path, records: list, evaluate: EvaluateConfig, data_dir: Path) -> dict[str, Any]:
     m = evaluate_records(model_dir, records, prefix_sharing=evaluate.prefix_sharing, groups_per_batch=evaluate.groups_per_batch,
-                         data_tokenizer_dir=tokenizer_path(data_dir), threads=evaluate.threads)  # fmt: skip
+                         data_tokenizer_dir=tokenizer_path(data_dir))  # fmt: skip
     return {"auc": m["auc"], "auc_mean": m["auc_mean"], "params": m["params"]}
 
 

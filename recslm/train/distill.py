@@ -217,8 +217,6 @@ def distill_student(
             student = AutoModelForCausalLM.from_pretrained(final)
             reports.append(PhaseReport(**{**json.loads((phase_dir / "report.json").read_text()), "skipped": True}))
             continue
-        if phase.train.threads:
-            torch.set_num_threads(phase.train.threads)
         phase_dir.mkdir(parents=True, exist_ok=True)
         trainer = DistillTrainer(
             model=student,

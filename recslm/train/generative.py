@@ -453,8 +453,6 @@ def _run(
     deepspeed: dict[str, Any] | None,
 ) -> tuple[TrainReport, OnPolicyStats]:
     """One Trainer run (resuming from ``output_dir``'s last checkpoint if any)."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     output_dir.mkdir(parents=True, exist_ok=True)
     if teacher is not None and teacher.device != model.device:
         teacher.to(model.device)

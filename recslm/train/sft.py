@@ -63,8 +63,6 @@ def train_answer_model(
     deepspeed: dict[str, Any] | None = None,
 ) -> TrainReport:
     """Train ``model`` in place on the answer token of every candidate; resume if checkpoints exist."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     output_dir.mkdir(parents=True, exist_ok=True)
     trainer = AnswerTokenTrainer(
         model=model,
