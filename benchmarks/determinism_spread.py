@@ -34,7 +34,7 @@ def run_once(config: Path, root: Path, threads: int, seed: int, extra: list[str]
     """One pipeline run in a fresh process; its summary.json."""
     run_id = f"threads{threads}-seed{seed}"
     sets = [f"run.root={root}", f"run.seed={seed}", f"runtime.threads={threads}", *extra]
-    command = [sys.executable, "-m", "recslm.cli", "run", str(config), "--run-id", run_id]
+    command = [sys.executable, "-m", "flows.cli", "run", str(config), "--run-id", run_id]
     for item in sets:
         command += ["--set", item]
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "RECSLM_PROGRESS": "0"})

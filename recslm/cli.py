@@ -1,13 +1,11 @@
-"""The ``recslm`` command (typer).
+"""The ``recslm`` command's library half (typer): serve, bench, plan, eval, data, config.
 
-``recslm run`` is the one command that reaches the orchestration layer: it imports the
-Prefect flow lazily, by module name, so ``import recslm`` (and every other command)
-never pulls in Prefect or MLflow.
+``recslm run`` starts the Prefect flow, so it lives in the top layer (``flows/cli.py``,
+the console script), which adds it to this ``app``; the library never imports the flows.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from pathlib import Path
@@ -34,7 +32,8 @@ ConfigArg = Annotated[Path, typer.Argument(help="Pipeline config YAML (e.g. conf
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: --set teacher.train.epochs=2 (repeatable).")]
 
 
-def _fail(exc: RecslmError) -> typer.Exit:
+def fail(exc: RecslmError) -> typer.Exit:
+    """The one way a command reports an error: one line on stderr, exit code 2."""
     err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
@@ -44,25 +43,6 @@ def _bad_rows_policy(value: str) -> str:
     if value not in ("error", "skip"):
         raise RecslmError(f"--on-bad-rows: expected error or skip, got {value!r}")
     return value
-
-
-def _prefect_defaults() -> None:
-    """Sensible Prefect defaults for a local run; anything set in the environment wins."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-
-
-@app.command()
-def run(config: ConfigArg, set_: SetOpt = None, run_id: Annotated[Optional[str], typer.Option(help="Run id (default: time stamp + random suffix).")] = None) -> None:
-    """Run the pipeline and write <run.root>/<run id>/summary.json."""
-    try:
-        cfg = load_config(config, set_ or [])
-        _prefect_defaults()
-        compress = importlib.import_module("flows.compress").compress
-        summary = compress(cfg, run_id=run_id)
-    except RecslmError as exc:
-        raise _fail(exc) from None
-    print_summary(summary.model_dump(mode="json"))
 
 
 def print_summary(summary: dict) -> None:
@@ -105,7 +85,7 @@ def serve(
     from recslm.serve.server import serve as run_server
 
     if not (model_dir / "config.json").is_file():
-        raise _fail(RecslmError(f"{model_dir}: not a Hugging Face model directory (config.json missing)"))
+        raise fail(RecslmError(f"{model_dir}: not a Hugging Face model directory (config.json missing)"))
     run_server(model_dir, host=host, port=port, cache_tokens=cache_tokens, batch_window_ms=batch_window_ms, threads=threads)
 
 
@@ -140,7 +120,7 @@ def bench(
             results.append(asyncio.run(run_workload(endpoint, w)))
             console.print(table(results[-1]))
     except (ServerError, ValueError) as exc:
-        raise _fail(RecslmError(str(exc))) from None
+        raise fail(RecslmError(str(exc))) from None
     if json_out:
         meta = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "machine": f"{platform.node()} {os.cpu_count()} cpus"}
         json_out.write_text(json.dumps({**meta, "results": results}, indent=2))
@@ -162,9 +142,9 @@ def plan_(
         results = json.loads(bench_json.read_text())["results"]
         console.print(plan(results, target, slo_p99_ms, burst=burst, spare=spare, tensor_parallel=tensor_parallel).describe())
     except (OSError, KeyError, json.JSONDecodeError) as exc:
-        raise _fail(RecslmError(f"{bench_json}: not a recslm bench result ({exc})")) from None
+        raise fail(RecslmError(f"{bench_json}: not a recslm bench result ({exc})")) from None
     except (CapacityError, ValueError) as exc:
-        raise _fail(RecslmError(str(exc))) from None
+        raise fail(RecslmError(str(exc))) from None
 
 
 @app.command("eval")
@@ -195,7 +175,7 @@ def eval_(
         with progress_bar("scoring") as on_progress:
             metrics = evaluate_records(model_dir, records, prefix_sharing=prefix_sharing, data_tokenizer_dir=tok_dir, on_progress=on_progress)
     except RecslmError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     table = Table(title=f"{model_dir} on {data}")
     table.add_column("task")
     table.add_column("AUC", justify="right")
@@ -217,7 +197,7 @@ def data_build(config: ConfigArg, out: Annotated[Path, typer.Option(help="Output
         cfg = load_config(config, set_ or [])
         metrics = build_data_artifact(cfg.data, out)
     except RecslmError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     table = Table(title=f"data in {out}")
     for col in ("split", "task", "groups", "records", "positive rate"):
         table.add_column(col)
@@ -239,7 +219,7 @@ def data_check(
     try:
         loaded = load_records(path, _bad_rows_policy(on_bad_rows))  # type: ignore[arg-type]
     except RecslmError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     tasks = sorted({r.task for r in loaded.records})
     console.print(f"{path}: {len(loaded.records)} valid records, {loaded.bad_rows} bad rows skipped, tasks {tasks}", soft_wrap=True)
 
@@ -250,7 +230,7 @@ def config_show(config: ConfigArg, set_: SetOpt = None) -> None:
     try:
         cfg = load_config(config, set_ or [])
     except RecslmError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     console.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), highlight=False)
     console.print(f"# config_hash: {cfg.config_hash()}")
 

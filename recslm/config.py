@@ -209,6 +209,10 @@ class StudentSpec(StrictModel):
     arch: ArchSpec | None = Field(None, description="Build the student from this spec.")
     path: Path | None = Field(None, description="Or initialize it from this Hugging Face directory.")
 
+    def model_name(self, role: str) -> str:
+        """Summary and registry name of this student trained in ``role`` (the SFT baseline gets a suffix)."""
+        return self.name if role == "student" else f"{self.name}-sft"
+
     @model_validator(mode="after")
     def _one_source(self) -> StudentSpec:
         if (self.arch is None) == (self.path is None):
@@ -460,6 +464,11 @@ class PipelineConfig(StrictModel):
                 "set data.tokenizer.kind: pretrained and data.tokenizer.path to the same directory"
             )
         return self
+
+    def student_seed(self) -> int:
+        """Seed of everything student-side (initialization, data order, pruning and quantization
+        calibration): ``distill.seed``, else ``run.seed``."""
+        return self.distill.seed if self.distill.seed is not None else self.run.seed
 
     def store_uri(self) -> str:
         """The artifact store location, defaulting to a folder under ``run.root``."""

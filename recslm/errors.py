@@ -3,7 +3,8 @@
 A *deterministic* error (bad config, bad data, a missing checkpoint, a tokenizer
 mismatch) fails the same way every time, so retrying it only wastes a GPU hour.
 A *transient* error (a lost worker, a network blip, an unreachable store) may pass
-on the next attempt. Tasks retry only the latter; see ``tasks.common.is_transient``.
+on the next attempt. Tasks retry only the latter (``tasks/retry.py``). Every error recslm raises on purpose
+is a ``RecslmError``, so that policy can classify it.
 """
 
 from __future__ import annotations

@@ -21,15 +21,11 @@ def distill_stage_config(config: PipelineConfig, spec: StudentSpec, role: Litera
 
     if role == "sft_baseline":
         phases = [p.model_dump(mode="json") for p in sft_phases(config.distill)]
-        return {"student": spec.model_dump(mode="json"), "role": role, "phases": phases, "seed": student_seed(config)}
+        return {"student": spec.model_dump(mode="json"), "role": role, "phases": phases, "seed": config.student_seed()}
     distill = config.distill.model_dump(mode="json", exclude={"sft_baseline", "seed"})
     if config.distill.teacher_logits == "online":
         distill.pop("topk")
-    return {"student": spec.model_dump(mode="json"), "role": role, "distill": distill, "seed": student_seed(config)}
-
-
-def student_seed(config: PipelineConfig) -> int:
-    return config.distill.seed if config.distill.seed is not None else config.run.seed
+    return {"student": spec.model_dump(mode="json"), "role": role, "distill": distill, "seed": config.student_seed()}
 
 
 @task(name="teacher_logits", **TASK_DEFAULTS)
@@ -62,7 +58,7 @@ def distill_task(
     topk: ArtifactRef | None = None,
 ) -> ArtifactRef:
     """Distill one student from the teacher (or fine-tune it with cross-entropy: the SFT baseline)."""
-    name = model_name(spec, role)
+    name = spec.model_name(role)
 
     def body(out, work, run):
         from recslm.train.deepspeed import deepspeed_config  # heavy: only when the stage runs
@@ -71,7 +67,7 @@ def distill_task(
         with progress_bar(f"{name} steps") as on_step:
             return make_student(
                 spec, config.distill, role, data.path, teacher.path, out, work / "checkpoints",
-                seed=student_seed(config),
+                seed=config.student_seed(),
                 topk_dir=topk.path if topk is not None else None,
                 deepspeed=deepspeed_config(config.distill.deepspeed, config.distill.phases[0].train),
                 trust_remote_code=config.teacher.trust_remote_code,
@@ -82,11 +78,6 @@ def distill_task(
     if topk is not None and role == "student":
         inputs["teacher_logits"] = topk
     return run_stage("distill", config, tracking, distill_stage_config(config, spec, role), inputs, body, name=f"distill-{name}", runtime=config.runtime)
-
-
-def model_name(spec: StudentSpec, role: str) -> str:
-    """Summary and registry name of a trained student (the SFT baseline gets a suffix)."""
-    return spec.name if role == "student" else f"{spec.name}-sft"
 
 
 @task(name="select", **TASK_DEFAULTS)

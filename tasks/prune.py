@@ -9,7 +9,6 @@ from prefect import task
 from recslm.config import PipelineConfig
 from recslm.progress import progress_bar
 from recslm.store import ArtifactRef
-from tasks.distill import student_seed
 from tasks.dispatch import dispatchable
 from tasks.options import TASK_DEFAULTS
 from tasks.stage import run_stage
@@ -38,7 +37,7 @@ def prune_stage_config(config: PipelineConfig) -> dict[str, Any]:
     """What decides the pruned weights: the prune section, the recipe used to re-distill, the seed."""
     prune = config.prune.model_dump(mode="json", exclude={"enabled"})
     distill = config.distill.model_dump(mode="json", include={"kd_weight", "ce_weight", "prompt_weight", "beta", "temperature"})
-    return {"prune": prune, "recipe": distill, "seed": student_seed(config), "min_share": config.profile.min_share}
+    return {"prune": prune, "recipe": distill, "seed": config.student_seed(), "min_share": config.profile.min_share}
 
 
 @task(name="prune", **TASK_DEFAULTS)
@@ -58,7 +57,7 @@ def prune_task(config: PipelineConfig, tracking: TrackingHandle, data: ArtifactR
             return prune_student(
                 model.path, data.path, out, work,
                 prune=config.prune, distill=config.distill, evaluate=config.evaluate, profile=config.profile,
-                recommendation=recommend(profile.metrics["shares"], config.profile.min_share), seed=student_seed(config),
+                recommendation=recommend(profile.metrics["shares"], config.profile.min_share), seed=config.student_seed(),
                 on_log=run.log_curve, on_step=on_step, on_layer=on_layer,
             )  # fmt: skip
 

@@ -9,7 +9,6 @@ from prefect import task
 
 from recslm.config import PipelineConfig
 from recslm.store import ArtifactRef
-from tasks.distill import student_seed
 from tasks.dispatch import dispatchable
 from tasks.options import TASK_DEFAULTS
 from tasks.stage import run_stage
@@ -27,7 +26,7 @@ _SCHEME_FIELDS = {
 def quantize_stage_config(config: PipelineConfig, scheme: str) -> dict[str, Any]:
     """What decides one scheme's quantized weights: its settings, and the calibration seed."""
     settings = config.quantize.model_dump(mode="json", include=_SCHEME_FIELDS[scheme])
-    return {"scheme": scheme, **settings, "seed": student_seed(config)}
+    return {"scheme": scheme, **settings, "seed": config.student_seed()}
 
 
 @task(name="quantize", **TASK_DEFAULTS)
@@ -38,7 +37,7 @@ def quantize_task(config: PipelineConfig, tracking: TrackingHandle, data: Artifa
     def body(out, work, run):
         from recslm.quantize.stage import quantize_model  # heavy (llm-compressor): only when the stage runs
 
-        metrics = quantize_model(model.path / "model", data.path, out, scheme, config.quantize, seed=student_seed(config), log_dir=work)
+        metrics = quantize_model(model.path / "model", data.path, out, scheme, config.quantize, seed=config.student_seed(), log_dir=work)
         for index, layer in enumerate(metrics["layers"]):  # per-layer errors as curves over depth
             errors = {f"layer/{k}_error": layer[k] for k in ("rtn", "gptq", "quantease") if not math.isnan(layer[k])}
             run.tracker.log_metrics(run.run_id, errors, step=index)

@@ -100,3 +100,26 @@ def file_digests(folder: Path, exclude: tuple[str, ...] = ("metrics.json", "stag
         for path in sorted(Path(folder).rglob("*"))
         if path.is_file() and path.name not in exclude
     }
+
+
+def shared_data(relative: str) -> Path:
+    """A file of the project's shared data sets: ``$RECSLM_SHARED/data/<relative>``, by default the
+    ``shared/`` folder beside the checkout (where CI lays it)."""
+    import os
+
+    root = Path(os.environ.get("RECSLM_SHARED", REPO.parent / "shared"))
+    return root / "data" / relative
+
+
+def require_shared(path: Path) -> Path:
+    """``path`` if it exists; else skip, or fail under CI, which always has the shared folder."""
+    import os
+
+    import pytest
+
+    if not path.is_file():
+        message = f"{path}: the shared data folder is not beside the checkout (set RECSLM_SHARED to where it is)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path

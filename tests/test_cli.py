@@ -7,7 +7,7 @@ import sys
 
 from typer.testing import CliRunner
 
-from recslm.cli import app
+from flows.cli import app
 
 runner = CliRunner()
 
@@ -15,7 +15,7 @@ runner = CliRunner()
 def test_bad_config_is_one_clear_error_without_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("teacher:\n  train:\n    epoch: 2\n")
-    proc = subprocess.run([sys.executable, "-m", "recslm.cli", "run", str(bad)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(bad)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "teacher.train.epoch: unknown key" in proc.stderr and str(bad) in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout

@@ -232,7 +232,7 @@ def test_cli_run_reuses_the_store_and_prints_the_summary(smoke, repo_root):
     """The real entry point, in a fresh process with its own ephemeral Prefect server."""
     env = {**os.environ, "RECSLM_PROGRESS": "0"}
     proc = subprocess.run(
-        [sys.executable, "-m", "recslm.cli", "run", str(repo_root / "configs" / "smoke.yaml"), "--set", f"run.root={smoke['root']}", "--run-id", "cli"],
+        [sys.executable, "-m", "flows.cli", "run", str(repo_root / "configs" / "smoke.yaml"), "--set", f"run.root={smoke['root']}", "--run-id", "cli"],
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

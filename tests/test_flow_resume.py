@@ -35,7 +35,7 @@ def _run(config: Path, run_id: str) -> subprocess.Popen:
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "RECSLM_PROGRESS": "0"}
-    return subprocess.Popen([sys.executable, "-m", "recslm.cli", "run", str(config), "--run-id", run_id], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(config), "--run-id", run_id], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 

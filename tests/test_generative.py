@@ -17,13 +17,11 @@ from recslm.data.reviews import COLUMNS, GenerationRecord, build_review_splits, 
 from recslm.data.tokenizer import train_bpe_tokenizer
 from recslm.errors import ConfigError, DataError, TokenizerError
 from recslm.models.factory import build_model
+from tests.helpers import require_shared, shared_data
 
-# the original data set lives in the shared data folder beside the checkout (../shared, as CI has it)
-_REVIEWS = Path("data/clothing-reviews/WomensClothingE-CommerceReviews.parquet")
-SHARED_REVIEWS = next(
-    (p for p in (Path(__file__).resolve().parents[2] / "shared" / _REVIEWS, Path("/work/shared") / _REVIEWS) if p.is_file()),
-    Path("/work/shared") / _REVIEWS,
-)
+# the original data set lives in the shared folder beside the checkout (../shared, as CI has
+# it), or wherever RECSLM_SHARED points
+SHARED_REVIEWS = shared_data("clothing-reviews/WomensClothingE-CommerceReviews.parquet")
 SPEC = ArchSpec(family="llama", hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64)
 
 
@@ -94,9 +92,8 @@ def test_loader_reads_a_user_file_and_names_missing_columns(tmp_path):
         load_reviews(bad)
 
 
-@pytest.mark.skipif(not SHARED_REVIEWS.is_file(), reason="shared data folder not mounted")
 def test_original_parquet_loads_with_all_texted_rows():
-    frame = load_reviews(SHARED_REVIEWS)
+    frame = load_reviews(require_shared(SHARED_REVIEWS))
     assert len(frame) == 22641 and list(frame.columns) == list(COLUMNS)  # 23,486 rows, 845 without text
 
 

@@ -16,8 +16,13 @@ def demo(repo_root, *overrides):
 
 
 def test_demo_and_smoke_configs_are_quantizable(repo_root):
-    check_quantizable(demo(repo_root))
-    check_quantizable(load_config(repo_root / "configs" / "smoke.yaml", []))
+    for cfg in (demo(repo_root), load_config(repo_root / "configs" / "smoke.yaml", [])):
+        checked = check_quantizable(cfg)
+        assert set(checked) == {s.name for s in cfg.students} and all(checked.values())
+        widths = [w for outcomes in checked.values() for layers in outcomes for w in layers.values()]
+        assert widths and all(w % cfg.quantize.group_size == 0 for w in widths)
+    # llama-64x2 after the demo's pruning: hidden 64, o_proj 2 x 16 = 32, MLP 128 -> 80
+    assert check_quantizable(demo(repo_root))["llama-64x2"] == [{"q/k/v/gate/up_proj": 64, "o_proj": 32, "down_proj": 80}]
 
 
 def test_default_group_size_on_the_demo_names_student_layer_and_width(repo_root):
@@ -31,8 +36,8 @@ def test_default_group_size_on_the_demo_names_student_layer_and_width(repo_root)
 
 
 def test_fp8_only_or_quantize_off_needs_no_group_check(repo_root):
-    check_quantizable(demo(repo_root, "quantize.group_size=128", "quantize.schemes=[fp8_dynamic, w8a8_int]"))
-    check_quantizable(demo(repo_root, "quantize.group_size=128", "quantize.enabled=false"))
+    assert check_quantizable(demo(repo_root, "quantize.group_size=128", "quantize.schemes=[fp8_dynamic, w8a8_int]")) == {}
+    assert check_quantizable(demo(repo_root, "quantize.group_size=128", "quantize.enabled=false")) == {}
 
 
 def test_parts_auto_checks_every_outcome_of_the_profile(repo_root):
@@ -49,7 +54,8 @@ def test_student_from_a_folder_is_read_from_its_config_json(repo_root, tmp_path)
     (folder / "config.json").write_text(json.dumps({"hidden_size": 96, "intermediate_size": 256, "num_attention_heads": 6, "num_key_value_heads": 2}))
     cfg = demo(repo_root, "quantize.group_size=16")
     cfg.students = [StudentSpec(name="hf", path=folder)]
-    check_quantizable(cfg)  # hidden 96; MLP 256 -> 160; half of 2 KV groups of 3 heads x 16 -> o_proj 48
+    # hidden 96; MLP 256 -> 160; half of 2 KV groups of 3 heads x 16 -> o_proj 48
+    assert check_quantizable(cfg) == {"hf": [{"q/k/v/gate/up_proj": 96, "o_proj": 48, "down_proj": 160}]}
     cfg.quantize.group_size = 32
     with pytest.raises(ConfigError, match=r"these would not: hf o_proj \(48\)\. "):
         check_quantizable(cfg)

@@ -25,7 +25,7 @@ def test_smoke_pipeline_publishes_to_s3_and_a_fresh_worker_reuses_everything(s3_
 
     from flows.compress import compress
     from recslm.config import load_config
-    from recslm.s3store import S3Store
+    from recslm.store.s3 import S3Store
 
     store_uri = "s3://artifacts/smoke-pipeline"
     mlflow_url, mlflow_folder = tracking_server

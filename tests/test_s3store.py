@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from recslm.s3store import S3Store, StoreError
+from recslm.store.s3 import S3Store, StoreError
 from recslm.store import STAGE_FILE
 
 SECRET = "planted-s3cr3t-value-7f3a"

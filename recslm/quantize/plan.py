@@ -57,18 +57,20 @@ def final_widths(shape: dict[str, int], prune: PruneConfig | None) -> list[dict[
     return widths
 
 
-def check_quantizable(config: PipelineConfig) -> None:
-    """Raise if a student, after its planned pruning, could not be quantized with the configured W4A16 group size."""
+def check_quantizable(config: PipelineConfig) -> dict[str, list[dict[str, int]]]:
+    """Raise if a student, after its planned pruning, could not be quantized with the configured
+    W4A16 group size; else return the widths checked per student (none without a grouped scheme)."""
     q = config.quantize
     if not q.enabled or not set(q.schemes) & set(GROUPED_SCHEMES):
-        return
-    problems = []
-    for spec in config.students:
-        for widths in final_widths(_shape(spec), config.prune):
-            problems += [f"{spec.name} {layer} ({width})" for layer, width in widths.items() if width % q.group_size]
+        return {}
+    checked = {spec.name: final_widths(_shape(spec), config.prune) for spec in config.students}
+    problems = [
+        f"{name} {layer} ({width})" for name, outcomes in checked.items() for widths in outcomes for layer, width in widths.items() if width % q.group_size
+    ]
     if problems:
         raise ConfigError(
             f"quantize.group_size: {q.group_size} must divide the input width of every quantized layer of the final student; "
             f"after the planned pruning these would not: {', '.join(dict.fromkeys(problems))}. "
             "Pick a group size that divides them, or set prune.align to a multiple of it"
         )
+    return checked

@@ -13,8 +13,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from recslm.errors import RecslmError
 
-class CapacityError(ValueError):
+
+class CapacityError(RecslmError):
     """No benchmark run meets the SLO, so no fleet size can be derived."""
 
 

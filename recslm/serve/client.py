@@ -9,11 +9,18 @@ from typing import Any
 
 import httpx
 
+from recslm.errors import RecslmError
 from recslm.serve.sglang import MEMBER_ROUTING_HEADER
 
 
-class ServerError(RuntimeError):
-    """The server answered with an error status; the message carries its reason."""
+class ServerError(RecslmError):
+    """The server answered with an error status, or its stream broke off; the message carries its
+    reason. A 5xx or a broken stream may pass on retry (``transient``); a 4xx is the request's fault."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.transient = status is None or status >= 500
 
 
 @dataclass
@@ -31,7 +38,7 @@ def _check(reply: httpx.Response, endpoint: str) -> dict[str, Any]:
             reason = reply.json()["error"]["message"]
         except (ValueError, KeyError, TypeError):
             reason = reply.text[:500]
-        raise ServerError(f"{endpoint}: HTTP {reply.status_code}: {reason}")
+        raise ServerError(f"{endpoint}: HTTP {reply.status_code}: {reason}", status=reply.status_code)
     return reply.json()
 
 

@@ -26,12 +26,13 @@ import torch
 from transformers import DynamicCache
 
 from recslm.data.tokenizer import encode_candidate, encode_prefix, load_tokenizer
+from recslm.errors import RecslmError
 from recslm.models.compat import with_cache
 from recslm.models.factory import load_model
 from recslm.serve.radix import KV, RadixCache, kv_length
 
 
-class RequestError(ValueError):
+class RequestError(RecslmError):
     """A request the engine cannot serve (too long, empty, unknown token): the client's fault, a 400."""
 
 

@@ -1,6 +1,9 @@
 """The SGLang fleet on Kubernetes as plain dicts: one function per object, ``render_fleet``
 for all of them, ``to_yaml`` for ``kubectl apply -f -``.
 
+Reached by the pipeline only through :mod:`recslm.serve.kube_target`, which the flow does not
+drive yet; ``infra/k8s/sglang-fleet.yaml`` is a rendered example.
+
 Plain dicts (no kubernetes client objects) keep rendering pure and dependency-free: tests
 validate them against the API schemas offline, and the deploy flow can diff, apply or
 store them as an artifact.

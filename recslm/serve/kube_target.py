@@ -1,5 +1,8 @@
 """The Kubernetes deploy target: the SGLang fleet of :mod:`recslm.serve.k8s` as a :class:`Target`.
 
+Not reached by the pipeline yet: the flow's deploy stage drives the local target only, and
+refuses ``serve.target: kubernetes``; this target is tested against an in-memory API server.
+
 A version is its own Deployment, Service and PodDisruptionBudget (``render_fleet``'s
 worker objects); the model's single router selects exactly one version's pods, so moving
 traffic is re-applying the router with the new version's selector, and the active

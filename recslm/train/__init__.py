@@ -1,1 +1,1 @@
-"""Training: supervised fine-tuning of the teacher (knowledge distillation comes next)."""
+"""Training: answer-token SFT, distillation (ranking and generative), DeepSpeed ZeRO, stored teacher top-k."""

@@ -37,7 +37,7 @@ from recslm.errors import ConfigError, TokenizerError
 from recslm.evaluate.scoring import Group, shared_forward
 from recslm.jsonfile import write_json
 from recslm.train.losses import distill_loss, distill_loss_topk, token_divergence, topk_divergence
-from recslm.train.runner import LogFn, ListDataset, StepFn, TrainReport, callbacks, collate_list, fit, training_arguments
+from recslm.train.runner import LogFn, ListDataset, StepFn, TrainReport, callbacks, collate_list, fit, phase_log, training_arguments
 from recslm.train.sft import answer_targets
 from recslm.train.teacher_topk import TopkStore, TopkTargets
 
@@ -224,7 +224,7 @@ def distill_student(
             train_dataset=ListDataset(items),
             data_collator=collate_list,
             processing_class=tokenizer,
-            callbacks=callbacks(_phase_log(on_log, i), on_step),
+            callbacks=callbacks(phase_log(on_log, i), on_step),
             teacher=teacher if (needs_teacher and topk is None) else None,
             kind=phase.loss if phase.loss != "sft" else "forward_kl",
             weights=RecipeWeights.of(cfg, phase),
@@ -245,12 +245,3 @@ def distill_student(
             write_json(phase_dir / "report.json", asdict(out), indent=None)
         reports.append(out)
     return student, reports
-
-
-def _phase_log(on_log: LogFn | None, phase: int) -> LogFn | None:
-    """Prefix curve names with the phase when there are several (phase 0 keeps plain names)."""
-    if on_log is None:
-        return None
-    if phase == 0:
-        return on_log
-    return lambda step, values: on_log(step, {f"phase{phase}_{k}": v for k, v in values.items()})

@@ -1,5 +1,8 @@
 """Generative training: SFT on responses, token-level KD, on-policy sampling, multi-phase schedules.
 
+Not reached by the pipeline yet: the flow runs ranking data only; this is a library entry
+point (``distill_generative_phases``) with its tests and ``benchmarks/onpolicy_reviews.py``.
+
 The ranking path trains one answer token; this module trains whole responses
 (``GenerationRecord``: a prompt and the text that should follow it).
 
@@ -57,7 +60,7 @@ from recslm.data.reviews import GenerationRecord
 from recslm.data.tokenizer import encode_candidate, encode_prefix
 from recslm.errors import CheckpointError, ConfigError, DataError, TokenizerError
 from recslm.train.losses import CHUNK_ELEMENTS, distill_loss
-from recslm.train.runner import LogFn, ListDataset, StepFn, TrainReport, callbacks, collate_list, fit, training_arguments
+from recslm.train.runner import LogFn, ListDataset, StepFn, TrainReport, callbacks, collate_list, fit, phase_log, training_arguments
 
 LossKind = Literal["forward_kl", "reverse_kl", "jsd", "sft"]
 EVAL_BATCH = 16
@@ -587,13 +590,6 @@ def _reloaded_report(index: int, phase: DistillPhase, folder: Path, checkpoint_d
     )  # fmt: skip
 
 
-def _phase_log(sink: LogFn | None, index: int) -> LogFn | None:
-    """Tag each log line with its phase (steps restart at 0 in every phase)."""
-    if sink is None:
-        return None
-    return lambda step, values: sink(step, {**values, "phase": float(index)})
-
-
 def distill_generative_phases(
     student: PreTrainedModel,
     teacher: PreTrainedModel | None,
@@ -640,7 +636,7 @@ def distill_generative_phases(
         plan = Sampling(phase.on_policy_fraction, sampling.temperature, sampling.max_new_tokens, seed + i)
         report, stats = _run(
             student, teacher if phase.loss != "sft" else None, tokenizer, examples, phase.train, folder,
-            settings=settings, sampling=plan, seed=seed + i, on_log=_phase_log(on_log, i), on_step=on_step, deepspeed=deepspeed,
+            settings=settings, sampling=plan, seed=seed + i, on_log=phase_log(on_log, i), on_step=on_step, deepspeed=deepspeed,
         )  # fmt: skip
         reports.append(
             PhaseReport(

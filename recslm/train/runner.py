@@ -77,6 +77,14 @@ def callbacks(on_log: LogFn | None, on_step: StepFn | None) -> list[TrainerCallb
     return out
 
 
+def phase_log(on_log: LogFn | None, phase: int) -> LogFn | None:
+    """Curves of a multi-phase run: steps restart at 0 in every phase, so phase N > 0 prefixes
+    its names (``phase1_loss``) to stay a curve of its own; phase 0 keeps the plain names."""
+    if on_log is None or phase == 0:
+        return on_log
+    return lambda step, values: on_log(step, {f"phase{phase}_{k}": v for k, v in values.items()})
+
+
 def planned_steps(n_items: int, cfg: TrainConfig, world_size: int = 1) -> int:
     """Optimizer steps the run will take (needed to turn the warmup ratio into steps)."""
     if cfg.max_steps > 0:

@@ -30,7 +30,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from recslm.errors import RecslmError
-from recslm.store import METRICS_FILE, STAGE_FILE, ArtifactRef, LocalStore
+from recslm.store.artifact import STAGE_FILE, ArtifactRef
+from recslm.store.local import LocalStore
 
 
 # Files their writers write last, after the files they vouch for (see runner._is_complete, distill phases, prune steps).

@@ -1,15 +1,4 @@
-"""The content-addressed artifact store.
-
-An artifact is a folder (``model/``, ``metrics.json``, ``stage.json`` and whatever the
-stage writes) published under ``<root>/<stage>/<key>``, where the key hashes the stage
-name, its config, its input keys and the recslm version. Because the key says
-everything that determines the content, a stage whose key exists is skipped: a
-re-run only redoes what changed, on any worker.
-
-Publishing is atomic: a stage writes into a scratch folder and the store renames it
-into place, so an artifact is either complete or absent, never half-written. Long
-stages keep resumable checkpoints in ``<root>/_work/<stage>/<key>`` until they publish.
-"""
+"""The store on a local (or shared network) file system, and the checkpoint mirror loop."""
 
 from __future__ import annotations
 
@@ -24,42 +13,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
-
-from pydantic import BaseModel, Field
+from typing import Any
 
 import recslm
-from recslm.config import PipelineConfig, stable_hash
 from recslm.errors import CheckpointError, ConfigError
-
-STAGE_FILE = "stage.json"
-METRICS_FILE = "metrics.json"
-
-
-class ArtifactRef(BaseModel):
-    """What tasks pass between each other: a reference to a published artifact, never a model."""
-
-    uri: str = Field(description="Where the artifact folder lives (a local path or s3:// URI).")
-    key: str = Field(description="Content key: sha256 of stage, stage config, input keys and version.")
-    kind: str = Field(description="Stage that produced it (data, teacher, evaluate, ...).")
-    metrics: dict[str, Any] = Field(default_factory=dict, description="What the stage measured.")
-    cached: bool = Field(False, description="True when the artifact was already in the store.")
-    wall_s: float = Field(0.0, description="Seconds the stage took in this pipeline run (a lookup when cached).")
-    tracking_run_id: str | None = Field(None, description="MLflow run of this stage in this pipeline run, if tracking is on.")
-    local: str | None = Field(None, description="Local copy of a remote (s3://) artifact on this worker (see the stores' ``materialize``).")
-    worker: dict[str, str] | None = Field(None, description="Where the stage ran when it was computed in this pipeline run (Slurm job id, pod, host).")
-
-    @property
-    def path(self) -> Path:
-        """Local folder of the artifact: the folder itself, or the local copy of a remote one."""
-        return Path(self.local) if self.local else Path(self.uri.removeprefix("file://"))
-
-
-def artifact_key(stage: str, stage_config: Any, input_keys: dict[str, str] | None = None) -> str:
-    """Key = sha256(stage name, stage config, input keys, recslm version)."""
-    return stable_hash(
-        {"stage": stage, "config": stage_config, "inputs": dict(sorted((input_keys or {}).items())), "version": recslm.__version__}
-    )
+from recslm.jsonfile import write_json
+from recslm.store.artifact import METRICS_FILE, STAGE_FILE, ArtifactRef, ArtifactStore
 
 
 class LocalStore:
@@ -120,8 +79,8 @@ class LocalStore:
         extra: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
         """metrics.json and stage.json into a staged artifact (stage.json is what makes it count)."""
-        _write_json(staging / METRICS_FILE, metrics)
-        _write_json(
+        write_json(staging / METRICS_FILE, metrics, sort_keys=True)
+        write_json(
             staging / STAGE_FILE,
             {
                 "stage": stage,
@@ -134,6 +93,7 @@ class LocalStore:
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 **(extra or {}),
             },
+            sort_keys=True,
         )
 
     def publish_prepared(self, stage: str, key: str, staging: Path, *, metrics: dict[str, Any], wall_s: float) -> ArtifactRef:
@@ -162,19 +122,6 @@ class LocalStore:
         if download and not (ref.path / STAGE_FILE).is_file():
             raise CheckpointError(f"artifact {ref.kind}/{ref.key[:12]} at {ref.path} is missing or incomplete (no {STAGE_FILE})")
         return ref
-
-
-class ArtifactStore(Protocol):
-    """What stages need of a store; :class:`LocalStore` and :class:`recslm.s3store.S3Store` provide it."""
-
-    def artifact_dir(self, stage: str, key: str) -> Path: ...
-    def lookup(self, stage: str, key: str) -> ArtifactRef | None: ...
-    def work_dir(self, stage: str, key: str) -> Path: ...
-    def new_staging_dir(self, stage: str, key: str) -> Path: ...
-    def publish(self, stage: str, key: str, staging: Path, **kwargs: Any) -> ArtifactRef: ...
-    def discard(self, staging: Path) -> None: ...
-    def sync_work(self, stage: str, key: str) -> int: ...
-    def materialize(self, ref: ArtifactRef, download: bool = True) -> ArtifactRef: ...
 
 
 @contextmanager
@@ -206,25 +153,3 @@ def syncing_work(store: ArtifactStore, stage: str, key: str, every_s: float) -> 
     finally:
         stop.set()
         thread.join()
-
-
-def open_store(uri: str, cache_dir: Path | None = None) -> ArtifactStore:
-    """Open the store named by ``store.uri``: a local folder, or ``s3://bucket/prefix`` with its
-    local cache in ``cache_dir`` (default ``~/.cache/recslm/s3``)."""
-    if uri.startswith("s3://"):
-        from recslm.s3store import S3Store
-
-        return S3Store(uri, cache_dir or Path.home() / ".cache" / "recslm" / "s3")
-    return LocalStore(uri)
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-
-
-def store_for(config: PipelineConfig) -> ArtifactStore:
-    """The store ``config`` names, with a remote store's local cache in ``<run.root>/store-cache``
-    (the same path on every worker that runs the same config)."""
-    return open_store(config.store_uri(), Path(config.run.root) / "store-cache")
