@@ -62,7 +62,7 @@ def select_groups(data: Path, config: str, n: int) -> tuple[Any, Any, list[Any],
     from recslm.config import load_config
     from recslm.data.build import load_split, tokenizer_path
     from recslm.data.tokenizer import load_tokenizer
-    from recslm.evaluate.scoring import make_groups
+    from recslm.models.prefix import make_groups
 
     cfg = load_config(config)
     tokenizer = load_tokenizer(tokenizer_path(data))

@@ -24,8 +24,9 @@ import torch
 from recslm.config import load_config
 from recslm.data.build import build_data_artifact, load_split, tokenizer_path
 from recslm.data.tokenizer import load_tokenizer
-from recslm.evaluate.scoring import make_groups, score_records
+from recslm.evaluate.scoring import score_records
 from recslm.models.factory import build_model, load_model
+from recslm.models.prefix import make_groups
 
 
 def main() -> int:

@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 
 from recslm.data.build import load_split, tokenizer_path
+from recslm.data.calibration import calibration_inputs
 from recslm.data.tokenizer import load_tokenizer
 from recslm.evaluate.evaluate import evaluate_records
 from recslm.evaluate.profile import prefill_ms
 from recslm.models.factory import load_model, save_model
-from recslm.prune.calibration import calibration_inputs
 from recslm.prune.objective import keep_count
 from recslm.prune.pruner import Solver, prune_step
 

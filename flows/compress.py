@@ -21,13 +21,14 @@ import recslm
 from recslm.config import PipelineConfig
 from recslm.errors import StageNotAvailableError
 from recslm.select import NoQualifyingStudentError, Selection
+from recslm.stages import distill, teacher_logits
 from recslm.store import ArtifactRef
 from recslm.summary import ModelRecord, RunSummary, StageRecord, derived_record, model_record, write_summary
 from tasks.data import data_task
 from tasks.distill import distill_task, select_task, teacher_logits_task
 from tasks.evaluate import evaluate_task
-from tasks.prune import profile_task, prune_task
 from tasks.options import with_retries
+from tasks.prune import profile_task, prune_task
 from tasks.quantize import quantize_task
 from tasks.register import register_task
 from tasks.serve import deploy_task
@@ -90,7 +91,7 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
     logger.info("run %s: run folder %s, MLflow run %s", run_id, run_dir, parent)
     try:
         data = with_retries(data_task, config)(config, tracker.handle)
-        check_students(config, data)
+        distill.check_sources(config, data.path)  # a student with another tokenizer stops before the teacher trains
         teacher = with_retries(teacher_task, config)(config, tracker.handle, data)
         teacher_eval = with_retries(evaluate_task, config)(config, tracker.handle, teacher, data, "teacher")
         stages = {"data": data, "teacher": teacher, "evaluate": teacher_eval}
@@ -99,7 +100,9 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
         selection = None
         release = None
         if config.students:
-            trained = distill_students(config, tracker, data, teacher, stages)
+            topk, trained = distill_students(config, tracker, data, teacher)
+            if topk is not None:
+                stages["teacher_logits"] = topk
             for (name, role), (model, evaluation) in trained.items():
                 models.append(model_record(name, role, evaluation.metrics, model.key, teacher_auc))
                 stages[f"distill.{name}"] = model
@@ -115,10 +118,13 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
                 final = trained[(selection.winner, "student")][0]
                 final_record = next(m for m in models if m.name == selection.winner)
                 if config.prune.enabled:
-                    final, final_record = prune_winner(config, tracker, data, final, final_record, stages, teacher_auc)
+                    pruned_stages, final, final_record = prune_winner(config, tracker, data, final, final_record, teacher_auc)
+                    stages.update(pruned_stages)
                     models.append(final_record)
                 if config.quantize.enabled:
-                    models += quantize_final(config, tracker, data, final, final_record, stages, teacher_auc, run_dir)
+                    quantized_stages, variants = quantize_final(config, tracker, data, final, final_record, teacher_auc, run_dir)
+                    stages.update(quantized_stages)
+                    models += variants
                 release = final_record.name if config.serve.model == "final" else f"{final_record.name}-{config.serve.model}"
                 if config.serve.enabled:
                     served = final if config.serve.model == "final" else stages[f"quantize.{config.serve.model}"]
@@ -155,20 +161,11 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
     return summary
 
 
-def check_students(config: PipelineConfig, data: ArtifactRef) -> None:
-    """Fail on a student whose tokenizer differs from the teacher's before the teacher trains."""
-    if not any(spec.path is not None for spec in config.students):
-        return
-    from recslm.train.student import check_student_source  # transformers: only when a student has a path
-
-    for spec in config.students:
-        check_student_source(spec, data.path, config.teacher.trust_remote_code)
-
-
 def distill_students(
-    config: PipelineConfig, tracker: Tracker, data: ArtifactRef, teacher: ArtifactRef, stages: dict[str, ArtifactRef]
-) -> dict[tuple[str, str], tuple[ArtifactRef, ArtifactRef]]:
-    """Distill every student (and its SFT baseline if asked), then evaluate each.
+    config: PipelineConfig, tracker: Tracker, data: ArtifactRef, teacher: ArtifactRef
+) -> tuple[ArtifactRef | None, dict[tuple[str, str], tuple[ArtifactRef, ArtifactRef]]]:
+    """Distill every student (and its SFT baseline if asked), then evaluate each; return the
+    teacher's stored top-k (if the run uses it) and each (name, role)'s model and evaluation.
 
     Students are independent: up to ``execution.parallel_stages`` run at once as Prefect
     task futures (on Slurm or Kubernetes each is its own job; locally they share the machine).
@@ -176,10 +173,7 @@ def distill_students(
     jobs = [(spec, "student") for spec in config.students]
     if config.distill.sft_baseline:
         jobs += [(spec, "sft_baseline") for spec in config.students]
-    topk = None
-    if config.distill.teacher_logits == "topk" and any(p.loss != "sft" for p in config.distill.phases):
-        topk = with_retries(teacher_logits_task, config)(config, tracker.handle, data, teacher)
-        stages["teacher_logits"] = topk
+    topk = with_retries(teacher_logits_task, config)(config, tracker.handle, data, teacher) if teacher_logits.wanted(config) else None
     distill = with_retries(distill_task, config)
     evaluate = with_retries(evaluate_task, config)
     width = config.execution.parallel_stages
@@ -191,34 +185,35 @@ def distill_students(
             model = future.result()
             name = spec.model_name(role)
             trained[(name, role)] = (model, evaluate(config, tracker.handle, model, data, name))
-    return trained
+    return topk, trained
 
 
 def prune_winner(
-    config: PipelineConfig, tracker: Tracker, data: ArtifactRef, winner: ArtifactRef, winner_record: ModelRecord, stages: dict[str, ArtifactRef], teacher_auc: float
-) -> tuple[ArtifactRef, ModelRecord]:
-    """Profile the selected student, prune it on the configured schedule, evaluate the result."""
+    config: PipelineConfig, tracker: Tracker, data: ArtifactRef, winner: ArtifactRef, winner_record: ModelRecord, teacher_auc: float
+) -> tuple[dict[str, ArtifactRef], ArtifactRef, ModelRecord]:
+    """Profile the selected student, prune it on the configured schedule, evaluate the result;
+    return the stages it ran (by summary name), the pruned model and its record."""
     name = winner_record.name
     profile = with_retries(profile_task, config)(config, tracker.handle, winner, name)
     pruned = with_retries(prune_task, config)(config, tracker.handle, data, winner, profile, name)
     pruned_name = f"{name}-pruned"
     evaluation = with_retries(evaluate_task, config)(config, tracker.handle, pruned, data, pruned_name)
-    stages.update({"profile": profile, "prune": pruned, f"evaluate.{pruned_name}": evaluation})
     record = derived_record(pruned_name, "pruned", evaluation.metrics, pruned.key, teacher_auc, winner_record)
     _log_student(tracker, pruned, evaluation, record)
-    return pruned, record
+    return {"profile": profile, "prune": pruned, f"evaluate.{pruned_name}": evaluation}, pruned, record
 
 
 def quantize_final(
-    config: PipelineConfig, tracker: Tracker, data: ArtifactRef, base: ArtifactRef, base_record: ModelRecord,
-    stages: dict[str, ArtifactRef], teacher_auc: float, run_dir: Path,
-) -> list[ModelRecord]:  # fmt: skip
+    config: PipelineConfig, tracker: Tracker, data: ArtifactRef, base: ArtifactRef, base_record: ModelRecord, teacher_auc: float, run_dir: Path,
+) -> tuple[dict[str, ArtifactRef], list[ModelRecord]]:  # fmt: skip
     """Quantize the final student with every configured scheme, evaluate each variant, and log
-    the scheme × metric table (``quantization.md``) to the run and to MLflow."""
+    the scheme × metric table (``quantization.md``) to the run and to MLflow; return the stages
+    it ran (by summary name) and the variants' records."""
     from recslm.quantize.report import Variant, quantization_table
 
     quantize, evaluate = with_retries(quantize_task, config), with_retries(evaluate_task, config)
     variants: list[Variant] = []
+    stages: dict[str, ArtifactRef] = {}
     for scheme in config.quantize.schemes:
         name = f"{base_record.name}-{scheme}"
         quantized = quantize(config, tracker.handle, data, base, base_record.name, scheme)
@@ -233,7 +228,7 @@ def quantize_final(
     path.write_text(table + "\n")
     tracker.log_artifact(tracker.handle.parent_run_id or None, str(path))
     get_run_logger().info("quantization of %s:\n%s", base_record.name, table)
-    return [v.record for v in variants]
+    return stages, [v.record for v in variants]
 
 
 def _bench_ttft_p99(stages: dict[str, ArtifactRef]) -> float | None:

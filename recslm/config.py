@@ -211,7 +211,11 @@ class StudentSpec(StrictModel):
 
     def model_name(self, role: str) -> str:
         """Summary and registry name of this student trained in ``role`` (the SFT baseline gets a suffix)."""
-        return self.name if role == "student" else f"{self.name}-sft"
+        return self.model_name_of(self.name, role)
+
+    @staticmethod
+    def model_name_of(name: str, role: str) -> str:
+        return name if role == "student" else f"{name}-sft"
 
     @model_validator(mode="after")
     def _one_source(self) -> StudentSpec:
@@ -464,6 +468,13 @@ class PipelineConfig(StrictModel):
                 "set data.tokenizer.kind: pretrained and data.tokenizer.path to the same directory"
             )
         return self
+
+    def student(self, name: str) -> StudentSpec:
+        """The student called ``name``."""
+        for spec in self.students:
+            if spec.name == name:
+                return spec
+        raise ConfigError(f"students: no student named {name!r} (have {[s.name for s in self.students]})")
 
     def student_seed(self) -> int:
         """Seed of everything student-side (initialization, data order, pruning and quantization

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import task
 
 from recslm.config import PipelineConfig
+from recslm.stages import data
 from recslm.store import ArtifactRef
 from tasks.options import TASK_DEFAULTS
 from tasks.stage import run_stage
@@ -14,10 +15,4 @@ from tasks.tracking import TrackingHandle
 @task(name="data", **TASK_DEFAULTS)
 def data_task(config: PipelineConfig, tracking: TrackingHandle) -> ArtifactRef:
     """Ranking records per split and the tokenizer."""
-
-    def body(out, work, run):
-        from recslm.data.build import build_data_artifact  # heavy (tokenizers, pandas): only when the stage runs
-
-        return build_data_artifact(config.data, out)
-
-    return run_stage("data", config, tracking, config.data, {}, body)
+    return run_stage(data.STAGE, config, tracking, {})

@@ -1,113 +1,108 @@
 """The one mechanism every task uses: key, skip if stored, run into staging, publish, track.
 
-A stage body is a library call ``body(staging_dir, work_dir, run) -> metrics``. This
-module owns what is the same for every stage: the content key, the store lookup that
-skips finished work, the atomic publish, and the nested MLflow run with the stage's
-params, metrics and lineage tags.
+A stage (:class:`recslm.stages.Stage`) says what decides its result and how to compute it.
+This module owns what is the same for every stage and knows nothing of what it computes:
+the content key (the stage's key fields, the runtime of a computing stage, the input
+keys), the store lookup that skips finished work, the dispatch to a worker, the numeric
+runtime, the atomic publish, and the nested MLflow run with the stage's params, metrics
+and lineage tags.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
-from recslm.config import PipelineConfig, RuntimeConfig
+from recslm.config import PipelineConfig
 from recslm.runtime import pinned_runtime
+from recslm.stages import Stage
+from recslm.stages.base import dump
 from recslm.store import ArtifactRef, artifact_key, store_for, syncing_work
-from tasks.dispatch import remote_call, worker_identity
+from tasks.dispatch import StageCall, should_dispatch, worker_identity
 from tasks.tracking import Tracker, TrackingHandle
 
 
 class StageRun:
-    """What a running stage body may use: its MLflow run (for live curves) and its key."""
+    """A running body's context (:class:`recslm.stages.StageContext`): its folders, its key, its MLflow run."""
 
-    def __init__(self, tracker: Tracker, run_id: str | None, key: str):
+    def __init__(self, tracker: Tracker, run_id: str | None, key: str, out: Path, work: Path):
         self.tracker = tracker
         self.run_id = run_id
         self.key = key
+        self.out = out
+        self.work = work
 
     def log_artifact(self, path: str) -> None:
-        """Attach a file (a figure, a report) to this stage's MLflow run."""
         self.tracker.log_artifact(self.run_id, path)
 
     def log_curve(self, step: int, values: Mapping[str, float]) -> None:
-        """Log training curves live (loss, learning rate) under ``train/``."""
         self.tracker.log_metrics(self.run_id, {f"train/{k}": v for k, v in values.items()}, step=step)
 
+    def log_metrics(self, values: Mapping[str, float], step: int | None = None) -> None:
+        self.tracker.log_metrics(self.run_id, dict(values), step=step)
 
-Body = Callable[[Path, Path, StageRun], dict[str, Any]]
 
-
-def stage_params(section: Any) -> Any:
-    """JSON form of a config section (a pydantic model or plain data)."""
-    return section.model_dump(mode="json") if isinstance(section, BaseModel) else section
+def stage_key_params(stage: Stage, config: PipelineConfig, params: Mapping[str, Any]) -> Any:
+    """What decides the stage's result besides its inputs: its key fields, plus the runtime of a
+    stage that computes with torch (the thread count changes the result)."""
+    key = dump(stage.key(config, **params))
+    return {**key, "runtime": config.runtime.model_dump(mode="json")} if stage.computes else key
 
 
 def run_stage(
-    stage: str,
-    config: PipelineConfig,
-    tracking: TrackingHandle,
-    stage_config: Any,
-    inputs: Mapping[str, ArtifactRef],
-    body: Body,
-    *,
-    name: str | None = None,
-    runtime: RuntimeConfig | None = None,
+    stage: Stage, config: PipelineConfig, tracking: TrackingHandle, inputs: Mapping[str, ArtifactRef | None], *, remote: bool = False, **params: str
 ) -> ArtifactRef:
-    """Run ``body`` unless the store already holds this stage's artifact; return its reference.
+    """Run ``stage`` unless the store already holds its artifact; return its reference.
 
-    ``name`` distinguishes several runs of one stage (e.g. evaluate of teacher and students)
-    in MLflow; the key alone decides what is cached. On a miss, a heavy stage (a
-    ``dispatchable`` task) with ``execution.backend`` slurm or kubernetes runs on a worker
-    (``tasks.backends``) and this returns the worker's published artifact.
-
-    ``runtime`` (``config.runtime`` for every stage that computes with torch): the body runs
-    under it (thread count, deterministic kernels, global seeds from the key) wherever it
-    runs, and it is part of the key, since the thread count changes the result.
+    ``params`` choose the instance (a student and role, a model name, a scheme); they reach
+    the stage's key and body. On a miss, a heavy stage (``remote``: the tasks say which) with
+    ``execution.backend`` slurm or kubernetes runs on a worker (``tasks.backends``), which
+    runs this same function with ``remote=False``; this returns the worker's published
+    artifact. A computing stage's body runs under
+    ``config.runtime`` (thread count, deterministic kernels, global seeds from the key)
+    wherever it runs.
     """
     store = store_for(config)
-    params = stage_params(stage_config)
-    if runtime is not None:
-        params = {**params, "runtime": runtime.model_dump(mode="json")}
-    input_keys = {role: ref.key for role, ref in inputs.items()}
-    key = artifact_key(stage, params, input_keys)
+    used = stage.used_inputs(config, inputs, params)
+    key_params = stage_key_params(stage, config, params)
+    input_keys = {role: ref.key for role, ref in used.items()}
+    key = artifact_key(stage.name, key_params, input_keys)
+    name = stage.run_name(params)
     tracker = Tracker(tracking)
     tags = {"recslm.key": key, **{f"recslm.input.{role}": k for role, k in input_keys.items()}}
     started = time.perf_counter()
 
-    cached = store.lookup(stage, key)
+    cached = store.lookup(stage.name, key)
     if cached is not None:
-        run_id = tracker.start_stage(name or stage, {**tags, "recslm.cached": "true"})
-        tracker.log_params(run_id, params)
+        run_id = tracker.start_stage(name, {**tags, "recslm.cached": "true"})
+        tracker.log_params(run_id, key_params)
         tracker.log_metrics(run_id, cached.metrics)
         tracker.end(run_id)
         return cached.model_copy(update={"wall_s": time.perf_counter() - started, "tracking_run_id": run_id})
 
-    call = remote_call(config)
-    if call is not None:
+    if should_dispatch(config, remote):
         from tasks.backends import run_on_worker
 
-        ref = run_on_worker(call, config, store, stage, key)
+        call = StageCall(stage=stage.name, config=config, tracking=tracking, inputs=used, params=params)
+        ref = run_on_worker(call, config, store, stage.name, key)
         return store.materialize(ref, download=False).model_copy(update={"wall_s": time.perf_counter() - started})
 
-    for ref in inputs.values():
-        store.materialize(ref)  # a reference made on another worker: fetch its files here first
+    used = {role: store.materialize(ref) for role, ref in used.items()}  # a reference made on another worker: fetch its files here
     worker = worker_identity()
-    run_id = tracker.start_stage(name or stage, {**tags, "recslm.cached": "false", **{f"recslm.worker.{k}": v for k, v in worker.items() if v}})
-    tracker.log_params(run_id, params)
-    staging = store.new_staging_dir(stage, key)
+    run_id = tracker.start_stage(name, {**tags, "recslm.cached": "false", **{f"recslm.worker.{k}": v for k, v in worker.items() if v}})
+    tracker.log_params(run_id, key_params)
+    staging = store.new_staging_dir(stage.name, key)
+    context = StageRun(tracker, run_id, key, staging, store.work_dir(stage.name, key))
     try:
-        with syncing_work(store, stage, key, config.store.checkpoint_sync_s):
-            with pinned_runtime(runtime, seed=int(key[:8], 16)) if runtime is not None else contextlib.nullcontext():
-                metrics = body(staging, store.work_dir(stage, key), StageRun(tracker, run_id, key))
+        with syncing_work(store, stage.name, key, config.store.checkpoint_sync_s):
+            with pinned_runtime(config.runtime, seed=int(key[:8], 16)) if stage.computes else contextlib.nullcontext():
+                metrics = stage.body(config, context, used, **params)
         wall_s = time.perf_counter() - started
         ref = store.publish(
-            stage, key, staging, metrics=metrics, stage_config=params, input_keys=input_keys, wall_s=wall_s,
+            stage.name, key, staging, metrics=metrics, stage_config=key_params, input_keys=input_keys, wall_s=wall_s,
             extra={"worker": worker, **({"mlflow_run_id": run_id} if run_id else {})},
         )
     except BaseException:

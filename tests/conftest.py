@@ -16,8 +16,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
-import time  # noqa: E402
-
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,23 +33,6 @@ def prefect_harness():
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
-
-
-@pytest.fixture(scope="session")
-def smoke(tmp_path_factory, prefect_harness, repo_root):
-    """Run the smoke pipeline twice with the same config: the second run must reuse everything."""
-    from flows.compress import compress
-    from recslm.config import load_config
-
-    root = tmp_path_factory.mktemp("runs")
-    cfg = load_config(repo_root / "configs" / "smoke.yaml", [f"run.root={root}"])
-    start = time.perf_counter()
-    first = compress(cfg, run_id="first")
-    first_s = time.perf_counter() - start
-    start = time.perf_counter()
-    second = compress(cfg, run_id="second")
-    second_s = time.perf_counter() - start
-    return {"cfg": cfg, "root": root, "first": first, "second": second, "first_s": first_s, "second_s": second_s}
 
 
 @pytest.fixture

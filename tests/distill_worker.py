@@ -17,7 +17,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from recslm.config import DistillConfig, DistillPhase, TrainConfig
-from recslm.evaluate.scoring import make_groups
+from recslm.models.prefix import make_groups
 from recslm.train.distill import distill_student
 from tests.helpers import synthetic_records, tiny_model, tiny_tokenizer
 

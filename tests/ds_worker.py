@@ -1,4 +1,4 @@
-"""One rank of a real DeepSpeed ZeRO run on the CPU, started by tests/test_deepspeed.py under torchrun.
+"""One rank of a real DeepSpeed ZeRO run on the CPU, started by tests/stages/test_deepspeed.py under torchrun.
 
 Usage: ``python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ds_worker.py
 INIT_DIR OUT_DIR --stage {0,1,2,3} [--offload] [--recipe {sft,distill}]``. Every rank loads the
@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers, w
 from transformers import AutoTokenizer, PreTrainedTokenizerBase  # noqa: E402
 
 from recslm.config import DeepSpeedConfig, DistillConfig, DistillPhase, TrainConfig  # noqa: E402
-from recslm.evaluate.scoring import Group, make_groups  # noqa: E402
 from recslm.models.factory import load_model  # noqa: E402
+from recslm.models.prefix import Group, make_groups  # noqa: E402
 from recslm.train.deepspeed import deepspeed_config, full_state_dict, save_trained_model  # noqa: E402
 from recslm.train.distill import distill_student  # noqa: E402
 from recslm.train.sft import train_answer_model  # noqa: E402

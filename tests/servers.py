@@ -62,3 +62,7 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 30) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+# planted as the S3 secret key in the S3 tests, so they can prove it never reaches any output
+S3_SECRET = "planted-s3cr3t-value-7f3a"

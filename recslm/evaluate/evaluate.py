@@ -12,8 +12,9 @@ from recslm.data.records import RankingRecord
 from recslm.data.tokenizer import load_tokenizer, same_vocabulary
 from recslm.errors import TokenizerError
 from recslm.evaluate.metrics import auc_per_task, mean_auc
-from recslm.evaluate.scoring import make_groups, score_records
+from recslm.evaluate.scoring import score_records
 from recslm.models.factory import count_parameters, directory_bytes, load_model
+from recslm.models.prefix import make_groups
 from recslm.progress import counter
 
 

@@ -33,7 +33,6 @@ from recslm.errors import RecslmError
 from recslm.store.artifact import STAGE_FILE, ArtifactRef
 from recslm.store.local import LocalStore
 
-
 # Files their writers write last, after the files they vouch for (see runner._is_complete, distill phases, prune steps).
 MARKERS = frozenset({"trainer_state.json", "report.json"})
 

@@ -8,7 +8,7 @@ The predictive recipe, per batch of member groups (weights from ``DistillConfig`
 
 with D the phase's divergence (forward KL by default; reverse KL; JSD(beta)). A phase
 with ``loss: sft`` is the cross-entropy-only baseline. Teacher and student run the same
-prefix-shared forward (``recslm.evaluate.scoring.shared_forward``), so the shared
+prefix-shared forward (``recslm.models.prefix.shared_forward``), so the shared
 prefix is computed once per group for both; the prompt term goes through the chunked
 loss, so B×T×V logits are never materialized. The teacher is either run online in
 every step or replaced by stored top-k log-probs (``recslm.train.teacher_topk``).
@@ -34,10 +34,10 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from recslm.config import DistillConfig, DistillPhase
 from recslm.data.tokenizer import answer_token_ids
 from recslm.errors import ConfigError, TokenizerError
-from recslm.evaluate.scoring import Group, shared_forward
 from recslm.jsonfile import write_json
+from recslm.models.prefix import Group, shared_forward
 from recslm.train.losses import distill_loss, distill_loss_topk, token_divergence, topk_divergence
-from recslm.train.runner import LogFn, ListDataset, StepFn, TrainReport, callbacks, collate_list, fit, phase_log, training_arguments
+from recslm.train.runner import ListDataset, LogFn, StepFn, TrainReport, callbacks, collate_list, fit, phase_log, training_arguments
 from recslm.train.sft import answer_targets
 from recslm.train.teacher_topk import TopkStore, TopkTargets
 

@@ -60,7 +60,7 @@ from recslm.data.reviews import GenerationRecord
 from recslm.data.tokenizer import encode_candidate, encode_prefix
 from recslm.errors import CheckpointError, ConfigError, DataError, TokenizerError
 from recslm.train.losses import CHUNK_ELEMENTS, distill_loss
-from recslm.train.runner import LogFn, ListDataset, StepFn, TrainReport, callbacks, collate_list, fit, phase_log, training_arguments
+from recslm.train.runner import ListDataset, LogFn, StepFn, TrainReport, callbacks, collate_list, fit, phase_log, training_arguments
 
 LossKind = Literal["forward_kl", "reverse_kl", "jsd", "sft"]
 EVAL_BATCH = 16

@@ -21,8 +21,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 from recslm.config import TrainConfig
 from recslm.data.tokenizer import answer_token_ids
-from recslm.evaluate.scoring import Group, answer_logits_shared
-from recslm.train.runner import LogFn, ListDataset, StepFn, TrainReport, callbacks, collate_list, fit, training_arguments
+from recslm.models.prefix import Group, answer_logits_shared
+from recslm.train.runner import ListDataset, LogFn, StepFn, TrainReport, callbacks, collate_list, fit, training_arguments
 
 __all__ = ["AnswerTokenTrainer", "LogFn", "TrainReport", "answer_targets", "train_answer_model"]
 

@@ -1,8 +1,7 @@
-"""The distill stage's library side: build or load one student, distill it, save it.
+"""One student built or loaded, distilled and saved; the teacher's top-k computed once.
 
-Also the teacher_logits stage (teacher top-k computed once for all students). Both read
-the data and teacher artifacts from folders and write a standard Hugging Face model
-directory, so the Prefect task around them is a few lines.
+What :mod:`recslm.stages.distill` and :mod:`recslm.stages.teacher_logits` run: both read the
+data and teacher artifacts from folders and write a standard Hugging Face model directory.
 """
 
 from __future__ import annotations
@@ -17,8 +16,8 @@ from recslm.config import DistillConfig, DistillPhase, StudentSpec
 from recslm.data.build import load_split, tokenizer_path
 from recslm.data.tokenizer import load_tokenizer, same_vocabulary
 from recslm.errors import TokenizerError
-from recslm.evaluate.scoring import make_groups
 from recslm.models.factory import build_model, describe, directory_bytes, load_model, save_model
+from recslm.models.prefix import make_groups
 from recslm.progress import counter
 from recslm.train.distill import check_vocabulary, distill_student
 from recslm.train.runner import LogFn, StepFn
@@ -54,7 +53,7 @@ def make_student(
     cfg: DistillConfig,
     role: Role,
     data_dir: Path,
-    teacher_dir: Path,
+    teacher_dir: Path | None,
     out_dir: Path,
     work_dir: Path,
     *,
@@ -74,6 +73,8 @@ def make_student(
     groups = make_groups(load_split(data_dir, "train"), tokenizer)
     teacher = topk = None
     if needs_teacher:
+        if teacher_dir is None:
+            raise ValueError(f"student {spec.name}: its phases distil from the teacher, but no teacher artifact was given")
         teacher = load_model(teacher_dir / "model", trust_remote_code)
         check_vocabulary(student, teacher, tokenizer)  # before anything trains, in both teacher modes
         if cfg.teacher_logits == "topk":

@@ -10,8 +10,9 @@ from recslm.config import TeacherConfig
 from recslm.data.build import load_split, tokenizer_path
 from recslm.data.tokenizer import load_tokenizer, same_vocabulary
 from recslm.errors import TokenizerError
-from recslm.evaluate.scoring import make_groups, score_records
+from recslm.evaluate.scoring import score_records
 from recslm.models.factory import build_model, describe, directory_bytes, load_model, save_model
+from recslm.models.prefix import make_groups
 from recslm.train.runner import LogFn
 from recslm.train.sft import train_answer_model
 

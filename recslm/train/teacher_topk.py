@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 
 from recslm.errors import CheckpointError
-from recslm.evaluate.scoring import Group, batches, shared_forward
+from recslm.models.prefix import Group, batches, shared_forward
 
 FILE = "teacher_topk.safetensors"
 PARTS = ("answer", "prefix", "suffix")

@@ -1,0 +1,156 @@
+"""The profile and prune stages' library side: read a student folder, write a pruned one.
+
+Prune runs the schedule of :mod:`recslm.prune.schedule` on the selected student. Each
+step: calibrate and prune layer by layer (:func:`recslm.prune.pruner.prune_step`), save
+and score the pruned model, re-distill it from the *unpruned* student with the distill
+recipe (forward KL on the answer token + CE + prompt KD), score again, and time prefill
+at the profile's context lengths. A step that finished is not redone when the stage is
+retried (its ``report.json`` and ``final/`` model are reused); an interrupted
+re-distillation resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recslm.config import DistillConfig, DistillPhase, EvaluateConfig, ProfileConfig, PruneConfig
+from recslm.data.build import load_split, tokenizer_path
+from recslm.data.calibration import configured_inputs
+from recslm.data.tokenizer import load_tokenizer
+from recslm.errors import ConfigError
+from recslm.evaluate.evaluate import evaluate_records
+from recslm.evaluate.profile import prefill_ms, profile_figure, profile_model
+from recslm.jsonfile import write_json
+from recslm.models.factory import load_model, save_model
+from recslm.models.prefix import make_groups
+from recslm.prune.pruner import LayerRecord, Solver, prune_step
+from recslm.prune.schedule import plan, step_keeps
+from recslm.train.distill import distill_student
+from recslm.train.runner import LogFn, StepFn
+
+
+def profile_student(model_dir: Path, out_dir: Path, cfg: ProfileConfig) -> dict[str, Any]:
+    """Time attention vs MLP per layer at ``cfg.context_lengths``; write profile.json and profile.png."""
+    model = load_model(model_dir)
+    result = profile_model(model, cfg.context_lengths, cfg.repeats)
+    if not result.context_lengths:
+        raise ConfigError(f"profile.context_lengths {cfg.context_lengths}: all exceed the model's max_position_embeddings")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    profile_figure(result, out_dir / "profile.png", title=f"prefill time per layer ({model_dir.parent.name[:12]})")
+    metrics = {**result.dump(), "recommendation": result.recommend(cfg.min_share), "device": str(model.device), "threads": torch.get_num_threads()}
+    (out_dir / "profile.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def targets_for(cfg: PruneConfig, recommendation: dict[str, bool] | None) -> PruneConfig:
+    """With ``parts: auto``, drop the targets of the parts the profile says are not worth pruning."""
+    if cfg.parts == "config" or recommendation is None:
+        return cfg
+    keep_mlp, keep_heads = recommendation.get("mlp", True), recommendation.get("heads", True)
+    if not keep_mlp and not keep_heads:
+        raise ConfigError("prune.parts: auto, and the profile finds neither attention nor MLP above profile.min_share: lower it")
+    schedule = [s.model_copy(update={"mlp_fraction": s.mlp_fraction if keep_mlp else 0.0, "heads_fraction": s.heads_fraction if keep_heads else 0.0}) for s in cfg.schedule]
+    return cfg.model_copy(update={
+        "schedule": schedule,
+        "mlp_fraction": cfg.mlp_fraction if keep_mlp else 0.0,
+        "heads_fraction": cfg.heads_fraction if keep_heads else 0.0,
+    })  # fmt: skip
+
+
+def _interleaved_prefill(a: torch.nn.Module, b: torch.nn.Module, lengths: list[int], repeats: int, rounds: int = 3) -> tuple[dict[str, float], dict[str, float]]:
+    """Median prefill ms of two models measured in alternation, so load from elsewhere hits both alike."""
+    times: dict[str, tuple[list[float], list[float]]] = {str(n): ([], []) for n in lengths}
+    for _ in range(rounds):
+        for n in lengths:
+            times[str(n)][0].append(prefill_ms(a, n, repeats))
+            times[str(n)][1].append(prefill_ms(b, n, repeats))
+    return ({k: statistics.median(v[0]) for k, v in times.items()}, {k: statistics.median(v[1]) for k, v in times.items()})
+
+
+def _auc(model_dir: Path, records: list, evaluate: EvaluateConfig, data_dir: Path) -> dict[str, Any]:
+    m = evaluate_records(model_dir, records, prefix_sharing=evaluate.prefix_sharing, groups_per_batch=evaluate.groups_per_batch,
+                         data_tokenizer_dir=tokenizer_path(data_dir))  # fmt: skip
+    return {"auc": m["auc"], "auc_mean": m["auc_mean"], "params": m["params"]}
+
+
+def prune_student(
+    student_dir: Path,
+    data_dir: Path,
+    out_dir: Path,
+    work_dir: Path,
+    *,
+    prune: PruneConfig,
+    distill: DistillConfig,
+    evaluate: EvaluateConfig,
+    profile: ProfileConfig,
+    recommendation: dict[str, bool] | None,
+    seed: int,
+    on_log: LogFn | None = None,
+    on_step: StepFn | None = None,
+    on_layer: Callable[[LayerRecord], None] | None = None,
+) -> dict[str, Any]:
+    """Prune (and re-distill) the student in ``student_dir/model`` into ``out_dir/model``; return the per-step record."""
+    prune = targets_for(prune, recommendation)
+    steps = plan(prune)
+    tokenizer = load_tokenizer(tokenizer_path(data_dir))
+    original = load_model(student_dir / "model")
+    model = load_model(student_dir / "model")
+    train = load_split(data_dir, "train")
+    inputs = configured_inputs(prune.calibration, train, tokenizer, seed)
+    eval_records = load_split(data_dir, evaluate.split)
+    groups = make_groups(train, tokenizer) if prune.redistill is not None else []
+    solver = Solver(prune.method, prune.ridge, prune.refit, prune.local_search_iters)
+    mlp_total, kv_total = int(model.config.intermediate_size), int(model.config.num_key_value_heads)
+    limit = int(getattr(model.config, "max_position_embeddings", 0) or 0)
+    lengths = [n for n in profile.context_lengths if not limit or n <= limit]
+    reports: list[dict[str, Any]] = []
+    for i, step in enumerate(steps):
+        step_dir = work_dir / f"step-{i}"
+        if (step_dir / "report.json").is_file():
+            model = load_model(step_dir / "final")
+            reports.append({**json.loads((step_dir / "report.json").read_text()), "reused": True})
+            continue
+        started = time.perf_counter()
+        keeps = step_keeps(steps, i, mlp_total, kv_total, prune.align)
+        result = prune_step(model, inputs, mlp_keep=keeps.mlp, kv_keep=keeps.kv, solver=solver, align=prune.align, on_layer=on_layer)
+        save_model(model, tokenizer, step_dir / "pruned")
+        report: dict[str, Any] = {
+            "step": i, "mlp_fraction": step.mlp_fraction, "heads_fraction": step.heads_fraction,
+            "mlp_keep": keeps.mlp, "kv_keep": keeps.kv, **result.dump(), "pruned": _auc(step_dir / "pruned", eval_records, evaluate, data_dir),
+        }  # fmt: skip
+        final = step_dir / "pruned"
+        if prune.redistill is not None:
+            phase = DistillPhase(loss="forward_kl", train=prune.redistill)
+            log = None if on_log is None else (lambda s, v, i=i: on_log(s, {f"step{i}_{k}": x for k, x in v.items()}))
+            model, phases = distill_student(model, original, tokenizer, groups, distill, step_dir / "redistill",
+                                            seed=seed + i, phases=[phase], on_log=log, on_step=on_step)  # fmt: skip
+            final = step_dir / "final"
+            save_model(model, tokenizer, final)
+            report["redistilled"] = _auc(final, eval_records, evaluate, data_dir)
+            report["redistill_steps"] = sum(p.steps for p in phases)
+        else:
+            save_model(model, tokenizer, step_dir / "final")
+        report["prefill_ms"] = {str(n): prefill_ms(model, n, profile.repeats) for n in lengths}
+        report["wall_s"] = round(time.perf_counter() - started, 2)
+        write_json(step_dir / "report.json", report)
+        reports.append(report)
+    save_model(model, tokenizer, out_dir / "model")
+    before, after = _interleaved_prefill(original, model, lengths, profile.repeats)
+    return {
+        "method": prune.method,
+        "steps": reports,
+        "params_before": reports[0]["params_before"],
+        "params_after": reports[-1]["params_after"],
+        "config": reports[-1]["config"],
+        "prefill_ms_before": before,
+        "prefill_ms_after": after,
+        "prefill_ratio": {k: after[k] / before[k] for k in before},
+    }
+

@@ -1,0 +1,69 @@
+"""The deploy stage's library side: deploy the final model, verify it, benchmark it.
+
+The smoke test scores the first members of the evaluation split and compares with the
+model's offline scores of the same prompts; the benchmark is :mod:`recslm.serve.bench`
+with the run's ``bench`` section, against the traffic endpoint. On the local target the
+engine is stopped afterwards unless ``serve.keep_running``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from recslm.config import BenchConfig, EvaluateConfig, ServeConfig
+from recslm.data.build import load_split, tokenizer_path
+from recslm.data.tokenizer import answer_token_ids, load_tokenizer
+from recslm.errors import ConfigError
+from recslm.evaluate.scoring import score_records
+from recslm.jsonfile import write_json
+from recslm.models.factory import load_model
+from recslm.models.prefix import make_groups
+from recslm.serve.bench import Workload, run_workload, table
+from recslm.serve.deploy import LocalTarget, SmokeTest, deploy, score_smoke_test
+
+SMOKE_MEMBERS = 4
+
+
+def smoke_test_for(model_dir: Path, data_dir: Path, split: str) -> SmokeTest:
+    """The smoke test of ``model_dir`` on the first members of the data artifact's ``split``."""
+    return offline_smoke_test(model_dir, load_split(data_dir, split), load_tokenizer(tokenizer_path(data_dir)))
+
+
+def offline_smoke_test(model_dir: Path, records: list, tokenizer: Any, members: int = SMOKE_MEMBERS) -> SmokeTest:
+    """Score the first ``members`` of ``records`` offline with ``model_dir``; the smoke test
+    expects a server to return the same scores for the same prompts."""
+    groups = make_groups(records, tokenizer)[:members]
+    subset = [records[i] for g in groups for i in g.record_index]
+    expected = score_records(load_model(model_dir), tokenizer, subset).scores
+    answers = answer_token_ids(tokenizer)
+    return score_smoke_test([g.prefix_ids for g in groups], [g.candidate_ids for g in groups], [answers[1], answers[0]], [[s] for s in expected])
+
+
+def workload(bench: BenchConfig) -> Workload:
+    return Workload(
+        members_per_s=bench.members_per_s, candidates=bench.candidates, prefix_tokens=bench.prefix_tokens, candidate_tokens=bench.candidate_tokens,
+        output_tokens=bench.output_tokens, duration_s=bench.duration_s, member_pool=bench.member_pool, api="score" if bench.output_tokens == 1 else "generate",
+    )  # fmt: skip
+
+
+def deploy_model(
+    model_dir: Path, data_dir: Path, out_dir: Path, *, version: str, serve: ServeConfig, bench: BenchConfig, evaluate: EvaluateConfig, state_dir: Path
+) -> dict[str, Any]:
+    """Deploy ``model_dir`` as ``version``; return the deploy record and the benchmark result."""
+    if serve.target != "local":
+        raise ConfigError("serve.target: kubernetes deploys pull the model from the S3 artifact store, which this version does not have; use local")
+    target = LocalTarget(state_dir, cache_tokens=serve.cache_tokens)
+    result = deploy(target, version, str(model_dir), smoke_test_for(model_dir, data_dir, evaluate.split), ready_timeout_s=serve.startup_timeout_s)
+    metrics: dict[str, Any] = {"deploy": result.dump(), "kept_running": serve.keep_running}
+    try:
+        if bench.enabled:
+            measured = asyncio.run(run_workload(result.traffic_endpoint, workload(bench)))
+            write_json(out_dir / "bench.json", measured)
+            (out_dir / "bench.txt").write_text(table(measured) + "\n")
+            metrics["bench"] = {k: measured[k] for k in ("ttft_ms", "member_latency_ms", "tpot_ms", "throughput", "prefix_cache_hit_rate", "members", "errors")}
+    finally:
+        if not serve.keep_running:
+            target.stop(target.active())
+    return metrics

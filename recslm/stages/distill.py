@@ -1,0 +1,63 @@
+"""The distill stage: one student distilled from the teacher (role ``student``), or fine-tuned
+with cross-entropy only on the same phases and budget (role ``sft_baseline``, for comparison)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from recslm.config import StudentSpec
+from recslm.progress import progress_bar
+from recslm.stages.base import Stage, StageContext, dump
+from recslm.store import ArtifactRef
+
+Role = Literal["student", "sft_baseline"]
+
+
+def key(config: Any, student: str, role: Role) -> Any:
+    """What decides a student's weights, and nothing else (so unrelated edits keep the cache)."""
+    from recslm.train.student import sft_phases  # pydantic only
+
+    spec = config.student(student)
+    if role == "sft_baseline":
+        phases = [dump(p) for p in sft_phases(config.distill)]
+        return {"student": dump(spec), "role": role, "phases": phases, "seed": config.student_seed()}
+    distill = config.distill.model_dump(mode="json", exclude={"sft_baseline", "seed"})
+    if config.distill.teacher_logits == "online":
+        distill.pop("topk")
+    return {"student": dump(spec), "role": role, "distill": distill, "seed": config.student_seed()}
+
+
+def check_sources(config: Any, data_dir: Path) -> None:
+    """Fail on a student loaded from a folder whose tokenizer differs from the data's (the
+    teacher's). Cheap (tokenizer files only): the flow runs it before the teacher trains."""
+    if not any(spec.path is not None for spec in config.students):
+        return
+    from recslm.train.student import check_student_source  # transformers: only when a student has a path
+
+    for spec in config.students:
+        check_student_source(spec, data_dir, config.teacher.trust_remote_code)
+
+
+def uses(config: Any, student: str, role: Role) -> set[str]:
+    """The SFT baseline never sees the teacher, so a new teacher does not retrain it."""
+    return {"data"} if role == "sft_baseline" else {"data", "teacher", "teacher_logits"}
+
+
+def body(config: Any, ctx: StageContext, inputs: dict[str, ArtifactRef], student: str, role: Role) -> dict[str, Any]:
+    from recslm.train.deepspeed import deepspeed_config  # torch, Trainer: only when the stage runs
+    from recslm.train.student import make_student
+
+    spec = config.student(student)
+    topk = inputs.get("teacher_logits")
+    teacher = inputs.get("teacher")
+    with progress_bar(f"{spec.model_name(role)} steps") as on_step:
+        return make_student(
+            spec, config.distill, role, inputs["data"].path, teacher.path if teacher is not None else None, ctx.out, ctx.work / "checkpoints",
+            seed=config.student_seed(), topk_dir=topk.path if topk is not None else None,
+            deepspeed=deepspeed_config(config.distill.deepspeed, config.distill.phases[0].train),
+            trust_remote_code=config.teacher.trust_remote_code, on_log=ctx.log_curve, on_step=on_step,
+        )  # fmt: skip
+
+
+STAGE = Stage("distill", key, body, uses=uses, label=lambda student, role: f"distill-{StudentSpec.model_name_of(student, role)}")

@@ -1,0 +1,25 @@
+"""The teacher stage: train a model from a spec on the answer token (resuming from its
+checkpoints), or load a trained one from a path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from recslm.progress import progress_bar
+from recslm.stages.base import Stage, StageContext, dump
+from recslm.store import ArtifactRef
+
+
+def key(config: Any) -> Any:
+    return {"teacher": dump(config.teacher), "seed": config.run.seed}
+
+
+def body(config: Any, ctx: StageContext, inputs: dict[str, ArtifactRef]) -> dict[str, Any]:
+    from recslm.train.teacher import make_teacher  # torch, Trainer: only when the stage runs
+
+    with progress_bar("teacher SFT steps") as on_step:
+        return make_teacher(config.teacher, inputs["data"].path, ctx.out, ctx.work / "checkpoints",
+                            seed=config.run.seed, on_log=ctx.log_curve, on_step=on_step)  # fmt: skip
+
+
+STAGE = Stage("teacher", key, body)

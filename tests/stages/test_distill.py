@@ -1,0 +1,152 @@
+"""Distillation: the recipe's parts against direct computation, top-k, phases, vocabulary checks."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recslm.config import DistillConfig, DistillPhase, TrainConfig
+from recslm.data.tokenizer import answer_token_ids
+from recslm.errors import ConfigError, TokenizerError
+from recslm.models.prefix import make_groups
+from recslm.train.distill import DistillItem, RecipeWeights, distill_student, recipe_loss
+from recslm.train.losses import token_divergence
+from recslm.train.teacher_topk import TopkStore, compute_teacher_topk
+from tests.helpers import synthetic_records, tiny_model, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def setup():
+    records = synthetic_records(members=6, k=3)
+    tok = tiny_tokenizer(records)
+    groups = make_groups(records, tok)
+    teacher = tiny_model(tok, "mixtral", seed=1).eval()
+    student = tiny_model(tok, "llama", seed=2)
+    return tok, groups, teacher, student
+
+
+def _direct_parts(student, teacher, groups, tok, kind="forward_kl", beta=0.5, temperature=1.0):
+    """The recipe's three parts from full, unshared forwards of every prompt, one at a time."""
+    ids = answer_token_ids(tok)
+    kd, ce, prompt = [], [], []
+    for g in groups:
+        p = len(g.prefix_ids)
+        for c_index, (cand, label) in enumerate(zip(g.candidate_ids, g.labels)):
+            full = torch.tensor([list(g.prefix_ids) + list(cand)])
+            s = student(input_ids=full).logits[0].float()
+            with torch.no_grad():
+                t = teacher(input_ids=full).logits[0].float()
+            kd.append(token_divergence(s[-1:], t[-1:], kind, beta=beta, temperature=temperature)[0])
+            ce.append(F.cross_entropy(s[-1:], torch.tensor([ids[label]])))
+            first = 0 if c_index == 0 else p  # the shared prefix's rows count once per group
+            div = token_divergence(s[first:-1], t[first:-1], kind, beta=beta, temperature=temperature)
+            prompt.extend(div)
+    return torch.stack(kd).mean(), torch.stack(ce).mean(), torch.stack(prompt).mean()
+
+
+@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
+def test_recipe_parts_and_weights_match_direct_computation(setup, kind):
+    tok, groups, teacher, student = setup
+    weights = RecipeWeights(kd=0.9, ce=0.1, prompt=0.05)
+    loss, parts = recipe_loss(
+        student, teacher, [DistillItem(g) for g in groups[:4]], kind=kind, weights=weights,
+        answer_ids=answer_token_ids(tok), pad_id=tok.pad_token_id, beta=0.3, temperature=2.0,
+    )
+    kd, ce, prompt = _direct_parts(student, teacher, groups[:4], tok, kind, beta=0.3, temperature=2.0)
+    assert parts["kd"] == pytest.approx(kd.item(), rel=1e-4)
+    assert parts["ce"] == pytest.approx(ce.item(), rel=1e-4)
+    assert parts["prompt_kd"] == pytest.approx(prompt.item(), rel=1e-4)
+    assert loss.item() == pytest.approx(0.9 * kd.item() + 0.1 * ce.item() + 0.05 * prompt.item(), rel=1e-4)
+
+
+def test_sft_phase_is_cross_entropy_only(setup):
+    tok, groups, teacher, student = setup
+    weights = RecipeWeights.of(DistillConfig(), DistillPhase(loss="sft"))
+    loss, parts = recipe_loss(
+        student, None, [DistillItem(g) for g in groups[:3]], kind="forward_kl", weights=weights,
+        answer_ids=answer_token_ids(tok), pad_id=tok.pad_token_id, beta=0.5, temperature=1.0,
+    )
+    assert set(parts) == {"ce"} and loss.item() == pytest.approx(parts["ce"])
+    assert RecipeWeights.of(DistillConfig(kd_weight=0.7, ce_weight=0.3, prompt_weight=0.0), DistillPhase()) == RecipeWeights(0.7, 0.3, 0.0)
+
+
+def test_topk_with_full_support_equals_online(setup, tmp_path):
+    tok, groups, teacher, student = setup
+    vocab = teacher.get_output_embeddings().weight.shape[0]
+    store = compute_teacher_topk(teacher, groups, tok.pad_token_id, k=vocab, groups_per_batch=2)
+    store.save(tmp_path / "t.safetensors")
+    store = TopkStore.load(tmp_path / "t.safetensors", groups)
+    common = dict(kind="forward_kl", weights=RecipeWeights(0.9, 0.1, 0.05), answer_ids=answer_token_ids(tok), pad_id=tok.pad_token_id, beta=0.5, temperature=1.0)
+    online, p_on = recipe_loss(student, teacher, [DistillItem(g) for g in groups[:4]], **common)
+    stored, p_st = recipe_loss(student, None, [DistillItem(g, store.targets(i)) for i, g in enumerate(groups[:4])], **common)
+    # float16 storage of log-probs: agreement to ~1e-3 relative
+    assert stored.item() == pytest.approx(online.item(), rel=2e-3)
+    assert p_st["prompt_kd"] == pytest.approx(p_on["prompt_kd"], rel=5e-3, abs=1e-4)
+    with pytest.raises(Exception, match="different training data"):
+        TopkStore.load(tmp_path / "t.safetensors", groups[1:])
+
+
+def test_small_topk_renormalizes_over_the_support(setup):
+    tok, groups, teacher, student = setup
+    store = compute_teacher_topk(teacher, groups[:2], tok.pad_token_id, k=5)
+    t = store.targets(0)
+    assert t.answer_ids.shape[1] == 5 and t.answer_ids.dtype == torch.int32
+    assert t.prefix_ids.shape[0] == len(groups[0].prefix_ids)
+    assert t.suffix_ids.shape[0] == sum(len(c) - 1 for c in groups[0].candidate_ids)
+    # student == teacher gives zero divergence on the renormalized support
+    _, parts = recipe_loss(
+        teacher, None, [DistillItem(groups[0], t)], kind="forward_kl", weights=RecipeWeights(1, 0, 1),
+        answer_ids=answer_token_ids(tok), pad_id=tok.pad_token_id, beta=0.5, temperature=1.0,
+    )
+    assert parts["kd"] == pytest.approx(0.0, abs=2e-3) and parts["prompt_kd"] == pytest.approx(0.0, abs=2e-3)
+
+
+def test_vocabulary_mismatch_is_an_error_before_training(setup, tmp_path):
+    tok, groups, teacher, _ = setup
+    other_tok = tiny_tokenizer(synthetic_records(members=3, seed=5))
+    from recslm.config import ArchSpec
+    from recslm.models.factory import build_model
+
+    student = build_model(ArchSpec(family="llama", hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=32), other_tok, 0)
+    student.resize_token_embeddings(teacher.get_output_embeddings().weight.shape[0] + 7)
+    with pytest.raises(TokenizerError, match="vocabulary mismatch"):
+        distill_student(student, teacher, tok, groups, DistillConfig(), tmp_path, seed=0)
+    assert not any(tmp_path.iterdir()), "nothing may be written before the check"
+
+
+def test_on_policy_on_ranking_data_is_a_config_error(setup, tmp_path):
+    tok, groups, teacher, student = setup
+    cfg = DistillConfig(phases=[DistillPhase(on_policy_fraction=0.5)])
+    with pytest.raises(ConfigError, match=r"phases\[0\].on_policy_fraction"):
+        distill_student(copy.deepcopy(student), teacher, tok, groups, cfg, tmp_path, seed=0)
+
+
+def _kl_to_teacher(student, teacher, groups, tok):
+    _, parts = recipe_loss(
+        student, teacher, [DistillItem(g) for g in groups], kind="forward_kl", weights=RecipeWeights(1, 0, 0),
+        answer_ids=answer_token_ids(tok), pad_id=tok.pad_token_id, beta=0.5, temperature=1.0,
+    )
+    return parts["kd"]
+
+
+def test_two_phases_train_toward_the_teacher_and_a_rerun_skips_finished_phases(setup, tmp_path):
+    tok, groups, teacher, student = setup
+    teacher = copy.deepcopy(teacher)
+    with torch.no_grad():  # an untrained teacher is near-uniform; sharpen it so there is something to learn
+        teacher.get_output_embeddings().weight.mul_(40.0)
+    train = TrainConfig(epochs=4, learning_rate=1e-2, groups_per_batch=4, save_steps=1000, logging_steps=2)
+    phases = [DistillPhase(loss="forward_kl", train=train), DistillPhase(loss="jsd", train=train)]
+    cfg = DistillConfig(phases=phases, kd_weight=1.0, ce_weight=0.0, prompt_weight=0.05)
+    before = _kl_to_teacher(student, teacher, groups, tok)
+    trained, reports = distill_student(copy.deepcopy(student), teacher, tok, groups, cfg, tmp_path, seed=0)
+    assert [r.loss for r in reports] == ["forward_kl", "jsd"] and all(r.steps > 0 for r in reports)
+    assert (tmp_path / "phase-0" / "final").is_dir() and (tmp_path / "phase-1" / "final").is_dir()
+    after = _kl_to_teacher(trained.eval(), teacher, groups, tok)
+    assert after < 0.5 * before
+    again, reports2 = distill_student(copy.deepcopy(student), teacher, tok, groups, cfg, tmp_path, seed=0)
+    assert all(r.skipped for r in reports2)
+    for a, b in zip(trained.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
