@@ -253,6 +253,7 @@ def test_no_container_runs_as_root_or_can_escalate(name, workload):
 
 @pytest.mark.parametrize(("name", "workload"), workloads(), ids=[name for name, _ in workloads()])
 def test_every_container_has_cpu_and_memory_requests_and_limits(name, workload):
+    assert containers(pod_spec(workload)), name
     for c in containers(pod_spec(workload)):
         assert {"cpu", "memory"} <= set(c["resources"]["requests"]), c["name"]
         assert {"cpu", "memory"} <= set(c["resources"]["limits"]), c["name"]
@@ -267,6 +268,7 @@ def test_images_are_pinned_everywhere():
 
 
 def test_servers_have_probes_on_declared_ports():
+    assert any(c.get("ports") for _, w in workloads() for c in containers(pod_spec(w))), "no server among the workloads"
     for name, workload in workloads():
         for c in containers(pod_spec(workload)):
             if not c.get("ports"):
@@ -281,7 +283,9 @@ def test_servers_have_probes_on_declared_ports():
 def test_services_select_pods_of_their_workload():
     objects = [obj for _, obj in k8s_objects()]
     pod_labels = [w["spec"]["template"]["metadata"]["labels"] for w in objects if w["kind"] in WORKLOADS]
-    for service in (o for o in objects if o["kind"] == "Service"):
+    services = [o for o in objects if o["kind"] == "Service"]
+    assert services and pod_labels
+    for service in services:
         selector = service["spec"]["selector"]
         assert any(all(labels.get(k) == v for k, v in selector.items()) for labels in pod_labels), service["metadata"]["name"]
 
@@ -314,6 +318,7 @@ def test_worker_role_is_namespaced_and_least_privilege():
 
 
 def test_only_the_worker_gets_an_api_token():
+    assert any(w["metadata"].get("name") == "prefect-worker" for _, w in workloads())
     for name, workload in workloads():
         mounts = pod_spec(workload).get("automountServiceAccountToken")
         assert mounts is (workload["metadata"].get("name") == "prefect-worker"), name
@@ -358,6 +363,7 @@ def test_no_credential_literals_in_any_infra_file():
 
 def test_compose_services_depend_on_existing_healthy_services():
     services = compose()["services"]
+    assert services and any(s.get("depends_on") for s in services.values())
     for name, service in services.items():
         one_shot = service.get("restart") == "no"
         assert one_shot or "healthcheck" in service, name
@@ -389,6 +395,7 @@ def test_compose_credentials_are_required_variables_listed_empty_in_env_example(
 
 def test_compose_services_drop_privileges_and_run_as_non_root():
     services = compose()["services"]
+    assert len(services) > 1
     for name, service in services.items():
         assert service["cap_drop"] == ["ALL"] and "no-new-privileges:true" in service["security_opt"], name
         if name == "minio":  # its image creates /data owned by root; a fresh volume is writable by root only
@@ -399,6 +406,7 @@ def test_compose_services_drop_privileges_and_run_as_non_root():
 
 def test_compose_volumes_are_named_and_declared():
     spec = compose()
+    assert any(service.get("volumes") for service in spec["services"].values())
     for name, service in spec["services"].items():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]

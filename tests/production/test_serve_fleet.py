@@ -142,7 +142,9 @@ def test_empty_model_path_is_refused():
     ids=[*VARIANTS, "gpu-type-member-hash"],
 )
 def test_every_object_passes_the_kubernetes_schema_strictly(cfg):
-    for obj in render_fleet(cfg, model_name="Llama_64x2.pruned", version="1", model_uri=URI):
+    objects = render_fleet(cfg, model_name="Llama_64x2.pruned", version="1", model_uri=URI)
+    assert {o["kind"] for o in objects} >= {"Deployment", "Service"}
+    for obj in objects:
         assert kubernetes_validate.validate(obj, desired_version=K8S_VERSION, strict=True) == K8S_VERSION, obj["kind"]
 
 
@@ -182,6 +184,7 @@ def test_shm_is_a_memory_backed_empty_dir_with_a_limit():
 
 
 def test_no_container_runs_as_root_or_can_escalate():
+    assert sum(name.endswith("Deployment") for name in fleet()) >= 2  # the workers and the router
     for name, deployment in fleet().items():
         if not name.endswith("Deployment"):
             continue
@@ -306,7 +309,9 @@ def test_model_is_downloaded_into_a_volume_the_server_reads_only():
 
 
 def test_images_are_pinned():
-    for deployment in (o for o in fleet().values() if o["kind"] == "Deployment"):
+    deployments = [o for o in fleet().values() if o["kind"] == "Deployment"]
+    assert deployments and all(all_containers(d) for d in deployments)
+    for deployment in deployments:
         for c in all_containers(deployment):
             image = c["image"]
             assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), image

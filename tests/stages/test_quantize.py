@@ -142,6 +142,7 @@ def test_quantease_lowers_gptq_layer_error_on_the_same_inputs(quantized):
 
 def test_quantease_from_rounding_never_ends_above_rounding(student, tmp_path):
     metrics = quantize_model(student["model"], student["data"], tmp_path, "w4a16_quantease", settings(quantease_init="rtn", quantease_sweeps=5), seed=0)
+    assert metrics["layers"]
     for r in metrics["layers"]:
         assert r["quantease"] <= r["rtn"] * (1 + 1e-6)
 

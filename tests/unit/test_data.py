@@ -83,6 +83,7 @@ def test_history_text_is_the_members_past(ml, splits):
 
 def test_groups_share_one_prefix_and_follow_the_tokenization_contract(splits):
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    assert set(splits) == {"train", "val", "test"} and all(splits.values())
     for split, records in splits.items():
         groups = groups_of(records)
         keys = [(g[0].member_id, g[0].task, g[0].prefix) for g in groups]
@@ -99,6 +100,7 @@ def test_groups_share_one_prefix_and_follow_the_tokenization_contract(splits):
 
 
 def test_records_are_ordered_by_member_task_snapshot(splits):
+    assert set(splits) == {"train", "val", "test"} and all(splits.values())
     for split, records in splits.items():
         order = [(int(g[0].member_id), CFG.tasks.index(g[0].task), g[0].history_max_ts) for g in groups_of(records)]
         assert order == sorted(order), split

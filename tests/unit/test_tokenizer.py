@@ -31,7 +31,9 @@ def test_multi_token_answer_is_a_clear_error():
 
 def test_prefix_and_candidate_tokenize_independently():
     tok = tiny_tokenizer()
-    for r in synthetic_records(members=5):
+    records = synthetic_records(members=5)
+    assert records
+    for r in records:
         prefix, cand = encode_parts(tok, r.prefix, r.candidate)
         assert prefix + cand == tok.encode(r.prefix + r.candidate)
 
