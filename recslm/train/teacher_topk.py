@@ -16,6 +16,7 @@ pairing targets with different data.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from recslm.models.prefix import Group, batches, shared_forward
 
 FILE = "teacher_topk.safetensors"
 PARTS = ("answer", "prefix", "suffix")
+METADATA_KEY = "recslm"
 
 
 def groups_digest(groups: Sequence[Group]) -> str:
@@ -80,7 +82,9 @@ class TopkStore:
         return TopkTargets(*fields)
 
     def save(self, path: Path) -> None:
-        save_file(self.tensors, str(path), metadata={"digest": self.digest, "k": str(self.k)})
+        # one metadata entry: safetensors writes its metadata map in a hash order that changes
+        # from call to call, so two entries made the same targets a different file each time
+        save_file(self.tensors, str(path), metadata={METADATA_KEY: json.dumps({"digest": self.digest, "k": self.k}, sort_keys=True)})
 
     @classmethod
     def load(cls, path: Path, groups: Sequence[Group] | None = None) -> TopkStore:
@@ -91,7 +95,8 @@ class TopkStore:
 
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        store = cls(load_file(str(path)), meta.get("digest", ""), int(meta.get("k", "0")))
+        meta = json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else meta  # files written before one entry
+        store = cls(load_file(str(path)), str(meta.get("digest", "")), int(meta.get("k", 0)))
         if groups is not None and store.digest != groups_digest(groups):
             raise CheckpointError(
                 f"{path}: teacher top-k targets were computed for different training data "

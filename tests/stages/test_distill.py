@@ -89,6 +89,19 @@ def test_topk_with_full_support_equals_online(setup, tmp_path):
         TopkStore.load(tmp_path / "t.safetensors", groups[1:])
 
 
+def test_stored_topk_is_the_same_file_every_time(setup, tmp_path):
+    """The content key promises identical bytes: the file must not depend on a hash order."""
+    tok, groups, teacher, _ = setup
+    store = compute_teacher_topk(teacher, groups[:3], tok.pad_token_id, k=5)
+    files = []
+    for i in range(6):
+        store.save(tmp_path / f"t{i}.safetensors")
+        files.append((tmp_path / f"t{i}.safetensors").read_bytes())
+    assert len(set(files)) == 1
+    loaded = TopkStore.load(tmp_path / "t0.safetensors", groups[:3])
+    assert loaded.k == 5 and loaded.digest == store.digest
+
+
 def test_small_topk_renormalizes_over_the_support(setup):
     tok, groups, teacher, student = setup
     store = compute_teacher_topk(teacher, groups[:2], tok.pad_token_id, k=5)
