@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, Trainer
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from recslm.config import DistillConfig, DistillPhase
 from recslm.data.tokenizer import answer_token_ids
@@ -37,7 +37,7 @@ from recslm.errors import ConfigError, TokenizerError
 from recslm.jsonfile import write_json
 from recslm.models.prefix import Group, shared_forward
 from recslm.train.losses import distill_loss, distill_loss_topk, token_divergence, topk_divergence
-from recslm.train.runner import ListDataset, LogFn, StepFn, TrainReport, callbacks, collate_list, fit, phase_log, training_arguments
+from recslm.train.runner import ListDataset, LogFn, ResumingTrainer, StepFn, TrainReport, callbacks, collate_list, fit, phase_log, training_arguments
 from recslm.train.sft import answer_targets
 from recslm.train.teacher_topk import TopkStore, TopkTargets
 
@@ -127,7 +127,7 @@ def recipe_loss(
     return loss, parts
 
 
-class DistillTrainer(Trainer):
+class DistillTrainer(ResumingTrainer):
     """Trainer whose loss is :func:`recipe_loss`; logs the loss parts beside the total."""
 
     def __init__(

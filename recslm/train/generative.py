@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch.utils.checkpoint import checkpoint
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.trainer_utils import get_last_checkpoint
 
 from recslm.config import DistillPhase, SamplingConfig, TrainConfig
@@ -60,7 +60,7 @@ from recslm.data.reviews import GenerationRecord
 from recslm.data.tokenizer import encode_candidate, encode_prefix
 from recslm.errors import CheckpointError, ConfigError, DataError, TokenizerError
 from recslm.train.losses import CHUNK_ELEMENTS, distill_loss
-from recslm.train.runner import ListDataset, LogFn, StepFn, TrainReport, callbacks, collate_list, fit, phase_log, training_arguments
+from recslm.train.runner import ListDataset, LogFn, ResumingTrainer, StepFn, TrainReport, callbacks, collate_list, fit, phase_log, training_arguments
 
 LossKind = Literal["forward_kl", "reverse_kl", "jsd", "sft"]
 EVAL_BATCH = 16
@@ -369,7 +369,7 @@ class Sampling:
     seed: int = 0
 
 
-class GenerativeTrainer(Trainer):
+class GenerativeTrainer(ResumingTrainer):
     """Trainer whose loss is :func:`generative_loss`, after replacing a fraction of each batch's
     reference responses by student samples."""
 

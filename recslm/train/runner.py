@@ -46,6 +46,28 @@ def collate_list(batch: list[Any]) -> dict[str, Any]:
     return {"items": batch}
 
 
+class ResumingTrainer(Trainer):
+    """A Trainer whose resume restores every weight, whatever the architecture.
+
+    Checkpoints are written by ``save_pretrained``, which converts some architectures to
+    their original checkpoint layout (a Mixtral's fused experts become per-expert
+    ``w1/w2/w3`` and its router ``gate``). The stock resume loads that file with
+    ``load_state_dict(strict=False)``, which silently skipped those weights: a retried MoE
+    teacher went on training from a fresh initialization of its experts. Loading the
+    checkpoint back through ``from_pretrained`` undoes the conversion, and the strict load
+    makes any remaining mismatch an error instead of a quiet divergence.
+    (DeepSpeed runs resume through DeepSpeed's own checkpoint, not this method.)
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        target = self.accelerator.unwrap_model(model if model is not None else self.model)
+        folder = Path(resume_from_checkpoint)
+        if not any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        saved = type(target).from_pretrained(folder, dtype=next(target.parameters()).dtype)
+        target.load_state_dict(saved.state_dict(), strict=True)
+
+
 class ForwardLogs(TrainerCallback):
     """Hands each Trainer log line (loss, learning rate, grad norm) to a callback, e.g. MLflow."""
 

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from recslm.config import TrainConfig
 from recslm.data.tokenizer import answer_token_ids
 from recslm.models.prefix import Group, answer_logits_shared
-from recslm.train.runner import ListDataset, LogFn, StepFn, TrainReport, callbacks, collate_list, fit, training_arguments
+from recslm.train.runner import ListDataset, LogFn, ResumingTrainer, StepFn, TrainReport, callbacks, collate_list, fit, training_arguments
 
 __all__ = ["AnswerTokenTrainer", "LogFn", "TrainReport", "answer_targets", "train_answer_model"]
 
@@ -32,7 +32,7 @@ def answer_targets(groups: Sequence[Group], answer_ids: dict[int, int], device: 
     return torch.tensor([answer_ids[y] for g in groups for y in g.labels], device=device)
 
 
-class AnswerTokenTrainer(Trainer):
+class AnswerTokenTrainer(ResumingTrainer):
     """Trainer whose loss is cross-entropy of the answer token, computed prefix-shared."""
 
     def __init__(self, *args: Any, answer_ids: dict[int, int], pad_id: int, **kwargs: Any):
