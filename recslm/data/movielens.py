@@ -13,9 +13,16 @@ prefix string, which is what prefix caching exploits. Tasks:
 - *like*: the member's next up-to-k rated items from the snapshot on, sorted by
   (timestamp, movie_id) and inside the split's time window; label = rating >= 4.
 - *love*: the same candidates; label = rating == 5.
-- *next*: the item actually rated at the snapshot (label 1) and k-1 items the member
-  never rated (label 0), sampled uniformly from the items rated by anyone before T1,
-  in a seeded random order; the negatives carry the positive's timestamp.
+- *next*: the item actually rated at the snapshot (label 1) and k-1 negatives (label 0),
+  in a seeded random order; the negatives carry the positive's timestamp t. A negative
+  is drawn uniformly from the items that *exist at t* (rated by anyone strictly before
+  t) and that the member has not rated before t. Nothing at or after t decides which
+  items may be negatives: not the member's future ratings (an item the member rates
+  next month is a fair negative today) and not whether an item is rated later by
+  anyone (an item nobody has rated yet is not in the catalogue, and as a negative it
+  would be an easy giveaway: "new" always meant "no"). The same rule holds in every split.
+  A group whose catalogue cannot give k-1 negatives (the first hours of the data) is
+  left out rather than shown with fewer candidates.
 
 Time split: T1 and T2 are the ``val_start_quantile`` and ``test_start_quantile``
 quantiles of all rating times. Train candidates have ts < T1, validation
@@ -50,7 +57,7 @@ group's candidates contiguous; ``item_id``, ``ts`` and ``history_max_ts`` are fi
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -236,7 +243,6 @@ class _Member:
     ts: np.ndarray
     movies: np.ndarray
     ratings: np.ndarray
-    _unrated: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # plain lists: per-item Python work on numpy scalars is several times slower
@@ -248,16 +254,6 @@ class _Member:
         """Number of interactions strictly before ``when`` (None = all of them)."""
         return len(self.ts) if when is None else int(np.searchsorted(self.ts, when, side="left"))
 
-    def unrated(self, pool: np.ndarray) -> np.ndarray:
-        """Items of ``pool`` this member never rated (computed once: the negatives of every next group)."""
-        if self._unrated is None:
-            # pool is sorted and unique: mark the member's items by binary search (setdiff1d re-sorts both)
-            keep = np.ones(len(pool), dtype=bool)
-            if len(pool):
-                at = np.searchsorted(pool, self.movies).clip(max=len(pool) - 1)
-                keep[at[pool[at] == self.movies]] = False
-            self._unrated = pool[keep]
-        return self._unrated
 
 
 def _members(ml: MovieLens) -> list[_Member]:
@@ -284,6 +280,48 @@ def _snapshots(member: _Member, first: int, stop: int, stride: int, min_history:
     positions = np.arange(first, stop, stride)
     starts = np.searchsorted(member.ts, member.ts[positions], side="left").tolist()  # non-decreasing
     return [s for i, s in enumerate(starts) if s >= min_history and (i == 0 or s != starts[i - 1])]
+
+
+class Catalogue:
+    """Which items exist at a time t: those rated by anyone strictly before t.
+
+    Items are kept ordered by their first rating time, so the catalogue at t is a prefix
+    of one array (found by binary search) and sampling from it needs no per-t set.
+    """
+
+    def __init__(self, ratings: pd.DataFrame):
+        first = ratings.groupby("movie_id", sort=True).timestamp.min()
+        order = np.lexsort((first.index.to_numpy(), first.to_numpy()))
+        self.items: np.ndarray = first.index.to_numpy()[order]
+        self.first_ts: np.ndarray = first.to_numpy()[order]
+        self._first_of: dict[int, int] = dict(zip(self.items.tolist(), self.first_ts.tolist()))
+
+    def size_at(self, when: int) -> int:
+        """How many items exist at ``when`` (the first that many of :attr:`items`)."""
+        return int(np.searchsorted(self.first_ts, when, side="left"))
+
+    def sample(self, rng: np.random.Generator, when: int, count: int, excluded: set[int]) -> list[int]:
+        """Up to ``count`` distinct items existing at ``when`` and not in ``excluded``, uniformly.
+
+        Rejection sampling: a member has rated a few hundred items at most, so almost every
+        draw is kept; when fewer than ``count`` items are allowed, all of them are returned.
+        """
+        size = self.size_at(when)
+        existing = self.items[:size]
+        if size - len(excluded) <= count and self._allowed(when, size, excluded) <= count:
+            return [m for m in existing.tolist() if m not in excluded]
+        chosen: list[int] = []
+        taken = set(excluded)
+        while len(chosen) < count:
+            movie = int(existing[int(rng.integers(size))])
+            if movie not in taken:
+                taken.add(movie)
+                chosen.append(movie)
+        return chosen
+
+    def _allowed(self, when: int, size: int, excluded: set[int]) -> int:
+        """How many items exist at ``when`` outside ``excluded``."""
+        return size - sum(1 for m in excluded if self._first_of.get(m, when) < when)
 
 
 class ItemHistory:
@@ -322,7 +360,7 @@ class _Builder:
     tasks: list[str]
     items: dict[int, Item]
     candidates: dict[int, str]
-    pool: np.ndarray
+    catalogue: Catalogue
     item_history: ItemHistory | None = None
 
     def candidate(self, movie: int, decided_at: int) -> str:
@@ -368,14 +406,17 @@ class _Builder:
         return records_from_rows(rows, f"MovieLens {split} split")
 
     def _next_candidates(self, member: _Member, start: int) -> tuple[list[int], list[int], list[int]]:
-        """The item rated at the snapshot and k-1 never-rated items, shuffled; all carry the snapshot's time."""
+        """The item rated at the snapshot and k-1 negatives existing then and not rated by the member
+        before, shuffled; all carry the snapshot's time."""
         rng = _rng(self.cfg.seed, _NEGATIVES, member.user_id, start)
-        unrated = member.unrated(self.pool)
-        count = min(self.cfg.candidates_per_member - 1, len(unrated))
-        movies = [member.movie_list[start]] + rng.choice(unrated, size=count, replace=False).tolist()
-        labels = [1] + [0] * count
+        positive, when = member.movie_list[start], member.ts_list[start]
+        negatives = self.catalogue.sample(rng, when, self.cfg.candidates_per_member - 1, {positive, *member.movie_list[:start]})
+        if len(negatives) < self.cfg.candidates_per_member - 1:
+            return [], [], []  # the catalogue is still too small at t (the first hours of the data)
+        movies = [positive] + negatives
+        labels = [1] + [0] * len(negatives)
         order = rng.permutation(len(movies)).tolist()
-        return [movies[i] for i in order], [labels[i] for i in order], [member.ts_list[start]] * len(movies)
+        return [movies[i] for i in order], [labels[i] for i in order], [when] * len(movies)
 
 
 def _choose_eval_members(val: set[int], test: set[int], cfg: DataConfig) -> set[int]:
@@ -403,13 +444,12 @@ def build_ranking_splits(ml: MovieLens, cfg: DataConfig) -> dict[str, list[Ranki
     t1, t2 = time_cutoffs(ml.ratings, cfg)
     members = _members(ml)
     items = {int(m): Item(str(t), tuple(g)) for m, t, g in zip(ml.items.movie_id, ml.items.title, ml.items.genres)}
-    rated_before_t1 = np.unique(ml.ratings.loc[ml.ratings.timestamp < t1, "movie_id"].to_numpy())
     builder = _Builder(
         cfg=cfg,
         tasks=_unique_tasks(cfg.tasks),
         items=items,
         candidates={movie: format_candidate(item) for movie, item in items.items()},
-        pool=rated_before_t1,
+        catalogue=Catalogue(ml.ratings),
         item_history=ItemHistory(ml.ratings) if cfg.item_stats else None,
     )
 

@@ -122,13 +122,36 @@ def test_labels_match_the_ratings(ml, splits):
         for group in next_groups:
             assert sum(r.label for r in group) == 1 and len(group) == CFG.candidates_per_member
             for r in group:
-                assert ((r.member_id, r.item_id) in rating) == bool(r.label)  # negatives were never rated
                 if r.label:
                     assert rated_at[(r.member_id, r.item_id)] == r.ts
     # like and love share candidates; the positive rate is plausible for MovieLens
     stats = summarize(splits)
     assert stats["test"]["like"]["records"] == stats["test"]["love"]["records"]
     assert 0.4 < stats["train"]["like"]["positive_rate"] < 0.7 and stats["train"]["next"]["positive_rate"] == 0.25
+
+
+def test_next_negatives_use_nothing_after_the_decision(splits):
+    """The no-look-ahead rule, rebuilt from the raw parquet files (not the loader) and checked on
+    every next record: a negative existed at its decision time t (someone rated it before t),
+    and its member had not rated it before t; the positive is the item rated at t."""
+    raw = pd.read_parquet(bundled_path() / "MovieLens100k_data.parquet")
+    first_rated = raw.groupby("movie_id").timestamp.min().to_dict()
+    member_rated = {(str(u), str(m)): t for u, m, t in zip(raw.user_id, raw.movie_id, raw.timestamp)}
+    future_negatives = 0
+    for split, records in splits.items():
+        for group in groups_of([r for r in records if r.task == "next"]):
+            t = group[0].ts
+            assert all(r.ts == t for r in group)
+            for r in group:
+                rated_at = member_rated.get((r.member_id, r.item_id))
+                if r.label:
+                    assert rated_at == t, r
+                    continue
+                assert first_rated[int(r.item_id)] < t, (split, r.item_id, t)  # it existed
+                assert rated_at is None or rated_at >= t, (split, r.item_id, t)  # not rated by the member before t
+                future_negatives += rated_at is not None
+    # the future does not exclude items: some negatives are items the member rates later
+    assert future_negatives > 0
 
 
 def test_next_positions_are_not_guessable_from_the_order(splits):
