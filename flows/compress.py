@@ -1,7 +1,7 @@
 """The compress pipeline: the paper's checklist as one Prefect flow.
 
-data -> teacher -> evaluate -> [teacher_logits] -> distill (each student, and its SFT
-baseline) -> evaluate each -> select -> [profile -> prune -> evaluate] -> [quantize ->
+data -> baselines -> teacher -> evaluate -> [SFT baselines -> evaluate each] -> teacher gate ->
+[teacher_logits] -> distill (each student) -> evaluate each -> select (on val) -> [profile -> prune -> evaluate] -> [quantize ->
 evaluate, per scheme] -> [deploy + bench] -> [register: every candidate a registry
 version, the release candidate champion or challenger]. Heavy stages run here, as Slurm
 jobs or on a work pool (``execution.backend``). A config that enables something this
@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -20,10 +21,11 @@ from prefect import flow, get_run_logger
 import recslm
 from recslm.config import PipelineConfig
 from recslm.errors import StageNotAvailableError
-from recslm.select import NoQualifyingStudentError, Selection
+from recslm.select import NoQualifyingStudentError, Selection, TeacherGateError, teacher_gate
 from recslm.stages import distill, teacher_logits
 from recslm.store import ArtifactRef
-from recslm.summary import ModelRecord, RunSummary, StageRecord, derived_record, model_record, write_summary
+from recslm.summary import ModelRecord, RunSummary, StageRecord, TeacherAUC, derived_record, model_record, write_summary
+from tasks.baselines import baselines_task
 from tasks.data import data_task
 from tasks.distill import distill_task, select_task, teacher_logits_task
 from tasks.evaluate import evaluate_task
@@ -92,22 +94,41 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
     try:
         data = with_retries(data_task, config)(config, tracker.handle)
         distill.check_sources(config, data.path)  # a student with another tokenizer stops before the teacher trains
+        stages: dict[str, ArtifactRef] = {"data": data}
+        references = with_retries(baselines_task, config)(config, tracker.handle, data) if config.baselines.enabled else None
+        if references is not None:
+            stages["baselines"] = references
         teacher = with_retries(teacher_task, config)(config, tracker.handle, data)
         teacher_eval = with_retries(evaluate_task, config)(config, tracker.handle, teacher, data, "teacher")
-        stages = {"data": data, "teacher": teacher, "evaluate": teacher_eval}
-        teacher_auc = float(teacher_eval.metrics["auc_mean"])
-        models = [model_record("teacher", "teacher", teacher_eval.metrics, teacher.key, teacher_auc)]
+        stages.update({"teacher": teacher, "evaluate": teacher_eval})
+        teacher_auc = TeacherAUC.of(teacher_eval.metrics)
+        models = [model_record("teacher", "teacher", teacher_eval.metrics, teacher.key, teacher_auc), *baseline_records(references, teacher_auc)]
         selection = None
         release = None
+        gate = None
+
+        def summary_now() -> RunSummary:
+            return RunSummary(
+                run_id=run_id, config_hash=config.config_hash(), wall_s=round(time.perf_counter() - started, 3),
+                stages={name: _stage_record(ref) for name, ref in stages.items()}, models=models,
+                winner=selection.winner if selection else None, recslm_version=recslm.__version__, mlflow_run_id=parent,
+                run_dir=str(run_dir.resolve()), teacher_gate=gate.model_dump(mode="json") if gate else None,
+            )  # fmt: skip
+
+        def check_gate() -> None:
+            """Record the teacher gate on what has been evaluated; stop the run when it is required and fails."""
+            nonlocal gate
+            gate = teacher_gate(models)
+            logger.info("teacher gate:\n%s", gate.table())
+            if config.select.require_teacher_gate and not gate.passed:
+                write_summary(summary_now(), run_dir)  # the error loses nothing already done
+                raise TeacherGateError(gate)
+
         if config.students:
-            topk, trained = distill_students(config, tracker, data, teacher)
+            check_gate()  # against the baselines, before any student trains
+            topk, trained = distill_students(config, tracker, data, teacher, models, teacher_auc, stages, check_gate)
             if topk is not None:
                 stages["teacher_logits"] = topk
-            for (name, role), (model, evaluation) in trained.items():
-                models.append(model_record(name, role, evaluation.metrics, model.key, teacher_auc))
-                stages[f"distill.{name}"] = model
-                stages[f"evaluate.{name}"] = evaluation
-                _log_student(tracker, model, evaluation, models[-1])
             student_evals = {name: ev for (name, role), (_, ev) in trained.items() if role == "student"}
             selected = with_retries(select_task, config)(config, tracker.handle, teacher_eval, student_evals)
             stages["select"] = selected
@@ -130,22 +151,15 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
                     served = final if config.serve.model == "final" else stages[f"quantize.{config.serve.model}"]
                     stages["deploy"] = with_retries(deploy_task, config)(config, tracker.handle, data, served, release, run_id)
                     _report_deploy(stages["deploy"], release)
-        summary = RunSummary(
-            run_id=run_id,
-            config_hash=config.config_hash(),
-            wall_s=round(time.perf_counter() - started, 3),
-            stages={name: _stage_record(ref) for name, ref in stages.items()},
-            models=models,
-            winner=selection.winner if selection else None,
-            recslm_version=recslm.__version__,
-            mlflow_run_id=parent,
-            run_dir=str(run_dir.resolve()),
-        )
+        else:
+            gate = teacher_gate(models)
+        summary = summary_now()
         if release is not None and config.registry.enabled:
             registration = with_retries(register_task, config)(config, tracker.handle, summary, release, _bench_ttft_p99(stages))
             summary = summary.model_copy(update={"registry": registration.model_dump(mode="json")})
         path = write_summary(summary, run_dir)
-        tracker.log_metrics(parent, {m.name: {"auc": m.auc, "auc_mean": m.auc_mean, "auc_delta_pct": m.auc_delta_pct} for m in models})
+        tracker.log_metrics(parent, {m.name: {"auc": m.auc, "auc_mean": m.auc_mean, "auc_delta_pct": m.auc_delta_pct, "val_auc": m.val_auc,
+                                              "val_auc_mean": m.val_auc_mean} for m in models})  # fmt: skip
         tracker.log_metrics(parent, {"wall_s": summary.wall_s})
         tracker.log_artifact(parent, str(path))
         if selection is not None:
@@ -162,34 +176,58 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
 
 
 def distill_students(
-    config: PipelineConfig, tracker: Tracker, data: ArtifactRef, teacher: ArtifactRef
-) -> tuple[ArtifactRef | None, dict[tuple[str, str], tuple[ArtifactRef, ArtifactRef]]]:
-    """Distill every student (and its SFT baseline if asked), then evaluate each; return the
-    teacher's stored top-k (if the run uses it) and each (name, role)'s model and evaluation.
+    config: PipelineConfig, tracker: Tracker, data: ArtifactRef, teacher: ArtifactRef, models: list[ModelRecord],
+    teacher_auc: TeacherAUC, stages: dict[str, ArtifactRef], check_gate: Callable[[], None],
+) -> tuple[ArtifactRef | None, dict[tuple[str, str], tuple[ArtifactRef, ArtifactRef]]]:  # fmt: skip
+    """Train and evaluate the SFT baselines (if asked), check the teacher gate against them, then
+    distill and evaluate every student; append their records to ``models`` and their stages to
+    ``stages``, and return the teacher's stored top-k (if the run uses it) and each (name,
+    role)'s model and evaluation.
 
     Students are independent: up to ``execution.parallel_stages`` run at once as Prefect
     task futures (on Slurm or Kubernetes each is its own job; locally they share the machine).
     """
-    jobs = [(spec, "student") for spec in config.students]
-    if config.distill.sft_baseline:
-        jobs += [(spec, "sft_baseline") for spec in config.students]
-    topk = with_retries(teacher_logits_task, config)(config, tracker.handle, data, teacher) if teacher_logits.wanted(config) else None
-    distill = with_retries(distill_task, config)
-    evaluate = with_retries(evaluate_task, config)
-    width = config.execution.parallel_stages
     trained: dict[tuple[str, str], tuple[ArtifactRef, ArtifactRef]] = {}
-    for start in range(0, len(jobs), width):
-        wave = jobs[start : start + width]
-        futures = [distill.submit(config, tracker.handle, data, teacher, spec, role, topk) for spec, role in wave]
-        for (spec, role), future in zip(wave, futures):
-            model = future.result()
-            name = spec.model_name(role)
-            trained[(name, role)] = (model, evaluate(config, tracker.handle, model, data, name))
+    if config.distill.sft_baseline:
+        _train_wave(config, tracker, data, teacher, [(spec, "sft_baseline") for spec in config.students], None, trained, models, teacher_auc, stages)
+        check_gate()  # against the baselines and the SFT students, before any KD student trains
+    topk = with_retries(teacher_logits_task, config)(config, tracker.handle, data, teacher) if teacher_logits.wanted(config) else None
+    _train_wave(config, tracker, data, teacher, [(spec, "student") for spec in config.students], topk, trained, models, teacher_auc, stages)
     return topk, trained
 
 
+def _train_wave(
+    config: PipelineConfig, tracker: Tracker, data: ArtifactRef, teacher: ArtifactRef, jobs: list, topk: ArtifactRef | None,
+    trained: dict[tuple[str, str], tuple[ArtifactRef, ArtifactRef]], models: list[ModelRecord], teacher_auc: TeacherAUC,
+    stages: dict[str, ArtifactRef],
+) -> None:  # fmt: skip
+    """Train ``jobs`` ((spec, role) pairs) ``execution.parallel_stages`` at a time, evaluate each, record it."""
+    distill_run = with_retries(distill_task, config)
+    evaluate = with_retries(evaluate_task, config)
+    width = config.execution.parallel_stages
+    for start in range(0, len(jobs), width):
+        wave = jobs[start : start + width]
+        futures = [distill_run.submit(config, tracker.handle, data, teacher, spec, role, topk) for spec, role in wave]
+        for (spec, role), future in zip(wave, futures):
+            model = future.result()
+            name = spec.model_name(role)
+            evaluation = evaluate(config, tracker.handle, model, data, name)
+            trained[(name, role)] = (model, evaluation)
+            models.append(model_record(name, role, evaluation.metrics, model.key, teacher_auc))
+            stages[f"distill.{name}"] = model
+            stages[f"evaluate.{name}"] = evaluation
+            _log_student(tracker, model, evaluation, models[-1])
+
+
+def baseline_records(ref: ArtifactRef | None, teacher_auc: TeacherAUC) -> list[ModelRecord]:
+    """The baselines stage's reference models as summary lines (role ``baseline``, no weights file)."""
+    if ref is None:
+        return []
+    return [model_record(name, "baseline", metrics, ref.key, teacher_auc, bytes_=0) for name, metrics in ref.metrics["models"].items()]
+
+
 def prune_winner(
-    config: PipelineConfig, tracker: Tracker, data: ArtifactRef, winner: ArtifactRef, winner_record: ModelRecord, teacher_auc: float
+    config: PipelineConfig, tracker: Tracker, data: ArtifactRef, winner: ArtifactRef, winner_record: ModelRecord, teacher_auc: TeacherAUC
 ) -> tuple[dict[str, ArtifactRef], ArtifactRef, ModelRecord]:
     """Profile the selected student, prune it on the configured schedule, evaluate the result;
     return the stages it ran (by summary name), the pruned model and its record."""
@@ -204,7 +242,7 @@ def prune_winner(
 
 
 def quantize_final(
-    config: PipelineConfig, tracker: Tracker, data: ArtifactRef, base: ArtifactRef, base_record: ModelRecord, teacher_auc: float, run_dir: Path,
+    config: PipelineConfig, tracker: Tracker, data: ArtifactRef, base: ArtifactRef, base_record: ModelRecord, teacher_auc: TeacherAUC, run_dir: Path,
 ) -> tuple[dict[str, ArtifactRef], list[ModelRecord]]:  # fmt: skip
     """Quantize the final student with every configured scheme, evaluate each variant, and log
     the scheme × metric table (``quantization.md``) to the run and to MLflow; return the stages
@@ -249,7 +287,8 @@ def _report_deploy(ref: ArtifactRef, name: str) -> None:
 
 def _log_student(tracker: Tracker, model: ArtifactRef, evaluation: ArtifactRef, record: ModelRecord) -> None:
     """Put each student's quality beside its loss curves: one MLflow run per student has both."""
-    tracker.log_metrics(model.tracking_run_id, {"auc": record.auc, "auc_mean": record.auc_mean, "auc_delta_pct": record.auc_delta_pct, "params": record.params})
+    tracker.log_metrics(model.tracking_run_id, {"auc": record.auc, "auc_mean": record.auc_mean, "auc_delta_pct": record.auc_delta_pct, "params": record.params,
+                                                "val_auc": record.val_auc, "val_auc_mean": record.val_auc_mean})  # fmt: skip
 
 
 def _delta_figure(config: PipelineConfig, models: list[ModelRecord], run_dir: Path) -> Path:

@@ -4,4 +4,4 @@ The package is the library: pure ML and serving logic. Orchestration (Prefect) a
 tracking (MLflow) live in the top-level ``tasks`` and ``flows`` packages, which wrap it.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

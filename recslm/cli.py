@@ -54,18 +54,25 @@ def print_summary(summary: dict) -> None:
         stages.add_row(name, "yes" if rec["cached"] else "no", f"{rec['wall_s']:.1f}", rec["key"][:12])
     console.print(stages)
     tasks = sorted({t for m in summary["models"] for t in m["auc"]})
-    models = Table(title="models (test AUC)")
-    for col in ("model", "role", "params", *[f"AUC {t}" for t in tasks], "AUC mean", "delta %"):
+    models = Table(title="models: AUC on test (reported) and val (decided on); delta vs the teacher; params total / non-embedding")
+    for col in ("model", "role", "params", "non-emb", *[f"AUC {t}" for t in tasks], "AUC mean", "delta %", "val mean", "val delta %"):
         models.add_column(col, justify="right" if col not in ("model", "role") else "left", no_wrap=True)
     for m in summary["models"]:
+        val_mean, val_delta, non_embedding = m.get("val_auc_mean"), m.get("val_auc_delta_pct"), m.get("params_non_embedding")
         models.add_row(
-            m["name"], m["role"], f"{m['params']:,}", *[f"{m['auc'].get(t, float('nan')):.4f}" for t in tasks],
-            f"{m['auc_mean']:.4f}", f"{m['auc_delta_pct']:+.2f}",
+            m["name"], m["role"], f"{m['params']:,}", f"{non_embedding:,}" if non_embedding is not None else "-",
+            *[f"{m['auc'].get(t, float('nan')):.4f}" for t in tasks], f"{m['auc_mean']:.4f}", f"{m['auc_delta_pct']:+.2f}",
+            f"{val_mean:.4f}" if val_mean is not None else "-", f"{val_delta:+.2f}" if val_delta is not None else "-",
         )
     # a log file or pipe gets rich's 80 columns, which would cut model names: use a wide console there
     (console if console.is_terminal else Console(width=220)).print(models)
+    if summary.get("teacher_gate"):
+        gate = summary["teacher_gate"]
+        console.print(f"teacher gate: {'passes' if gate['passed'] else 'FAILS'} (teacher val {gate['teacher_val_auc_mean']:.4f}; "
+                      f"best baseline {gate['best_baseline'] or '-'} {gate['best_baseline_val_auc_mean'] or float('nan'):.4f}; "
+                      f"best SFT {gate['best_sft'] or '-'} {gate['best_sft_val_auc_mean'] or float('nan'):.4f})", soft_wrap=True)  # fmt: skip
     if summary.get("winner"):
-        console.print(f"winner: {summary['winner']}")
+        console.print(f"winner (on val): {summary['winner']}")
     if summary.get("registry"):
         reg = summary["registry"]
         console.print(f"registry: {reg['candidate']} is {reg['model_name']} v{reg['candidate_version']}, {reg['promotion']['verdict']} ({reg['promotion']['reason']})", soft_wrap=True)

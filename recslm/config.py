@@ -179,6 +179,22 @@ class TrainConfig(StrictModel):
     save_steps: int = Field(200, ge=1, description="Checkpoint every this many steps (resume point on retry).")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept.")
     logging_steps: int = Field(10, ge=1, description="Log the training loss every this many steps.")
+    eval_steps: int = Field(
+        0, ge=0, description="Score the val split every this many steps (val AUC per task and val loss, logged as curves) and keep the best checkpoint by best_metric; 0 = no validation during training (the last step is kept)."
+    )
+    eval_groups: int | None = Field(None, ge=1, description="Val groups scored at each evaluation (a seeded subset, the same every time); empty = all.")
+    best_metric: Literal["val_auc_mean", "val_loss"] = Field("val_auc_mean", description="What picks the best checkpoint and drives early stopping.")
+    early_stopping_patience: int = Field(
+        0, ge=0, description="Stop once best_metric has not improved for this many evaluations (epochs become an upper bound); 0 = train to the end."
+    )
+
+    @model_validator(mode="after")
+    def _validation_schedule(self) -> TrainConfig:
+        if self.early_stopping_patience and not self.eval_steps:
+            raise ValueError("early_stopping_patience needs eval_steps > 0 (it counts evaluations on val)")
+        if self.eval_steps and self.save_steps % self.eval_steps:
+            raise ValueError(f"save_steps ({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps}): the best checkpoint must have been saved")
+        return self
 
 
 class TeacherConfig(StrictModel):
@@ -262,8 +278,17 @@ class DistillConfig(StrictModel):
 
 class SelectConfig(StrictModel):
     max_auc_drop_pct: float = Field(
-        1.0, ge=-100, description="Largest allowed relative drop of mean AUC vs the teacher, in percent (negative: the student must beat the teacher by that much)."
+        1.0, ge=-100, description="Largest allowed relative drop of mean val AUC vs the teacher, in percent (negative: the student must beat the teacher by that much)."
     )
+    require_teacher_gate: bool = Field(
+        False, description="Stop before any KD student trains unless the teacher's mean val AUC beats the best non-LM baseline's and the best SFT student's."
+    )
+
+
+class BaselinesConfig(StrictModel):
+    """Non-LM reference models fitted on the same train records and scored on the same evaluation records."""
+
+    enabled: bool = Field(True, description="Fit popularity, item-mean, logistic-regression and gradient-boosted-tree baselines (MovieLens data).")
 
 
 class CalibrationConfig(StrictModel):
@@ -325,7 +350,7 @@ class QuantizeConfig(StrictModel):
 
 class EvaluateConfig(StrictModel):
     prefix_sharing: bool = Field(True, description="Compute each member's shared prefix once and reuse its KV cache for all candidates.")
-    split: Literal["val", "test"] = Field("test", description="Split whose AUC is reported.")
+    split: Literal["val", "test"] = Field("test", description="Split reported as the model's AUC (auc, auc_mean); every model is also scored on val (val_auc), which is what decisions use.")
     groups_per_batch: int = Field(16, ge=1, description="Member groups scored per forward pass (speed only, not the result).")
 
 
@@ -432,6 +457,7 @@ class PipelineConfig(StrictModel):
     students: list[StudentSpec] = Field(default_factory=list, description="Students to distill (empty: stop after the teacher).")
     distill: DistillConfig = Field(default_factory=DistillConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
+    baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
     profile: ProfileConfig = Field(default_factory=ProfileConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)

@@ -7,7 +7,7 @@ the flow, the CLI and a notebook.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -15,7 +15,8 @@ from recslm.errors import RecslmError
 
 
 class Candidate(BaseModel):
-    """A trained model as the selection sees it."""
+    """A trained model as the selection sees it: ``auc_mean``, ``auc_delta_pct`` and ``auc`` are
+    on the validation split (the test split is reported, never decided on)."""
 
     name: str
     params: int
@@ -34,13 +35,13 @@ class Selection(BaseModel):
 
     def table(self) -> str:
         """A plain-text table of all candidates (what a user sees when none qualifies)."""
-        head = f"{'student':<24}{'params':>12}{'auc_mean':>10}{'delta %':>9}  verdict"
+        head = f"{'student':<24}{'params':>12}{'val auc':>10}{'delta %':>9}  verdict"
         lines = [head, "-" * len(head)]
         for row in self.rows:
             lines.append(
                 f"{row['name']:<24}{row['params']:>12,}{row['auc_mean']:>10.4f}{row['auc_delta_pct']:>9.2f}  {row['verdict']}"
             )
-        lines.append(f"teacher auc_mean {self.teacher_auc_mean:.4f}; bar: delta >= -{self.max_auc_drop_pct:g} %")
+        lines.append(f"teacher val auc_mean {self.teacher_auc_mean:.4f}; bar: delta >= -{self.max_auc_drop_pct:g} % (decided on val)")
         return "\n".join(lines)
 
 
@@ -80,6 +81,63 @@ def select_smallest(candidates: Sequence[Candidate], teacher_auc_mean: float, ma
     return Selection(winner=winner.name if winner else None, max_auc_drop_pct=max_auc_drop_pct, teacher_auc_mean=teacher_auc_mean, rows=rows)
 
 
+# ----------------------------------------------------------------------------- teacher gate
+
+
+class TeacherGate(BaseModel):
+    """Whether the teacher is worth distilling: its mean val AUC against the best non-LM baseline
+    and the best SFT student evaluated so far (a missing side does not block)."""
+
+    passed: bool
+    teacher_val_auc_mean: float
+    best_baseline: str | None = None
+    best_baseline_val_auc_mean: float | None = None
+    best_sft: str | None = None
+    best_sft_val_auc_mean: float | None = None
+    rows: list[dict[str, object]]
+
+    def table(self) -> str:
+        head = f"{'model':<28}{'role':<14}{'val auc':>9}{'test auc':>10}"
+        lines = [head, "-" * len(head)]
+        for row in self.rows:
+            lines.append(f"{row['name']:<28}{row['role']:<14}{row['val_auc_mean']:>9.4f}{row['auc_mean']:>10.4f}")
+        verdict = "passes" if self.passed else "FAILS"
+        lines.append(f"teacher gate {verdict}: the teacher's val AUC must beat the best baseline's and the best SFT student's")
+        return "\n".join(lines)
+
+
+class TeacherGateError(RecslmError):
+    """The teacher does not beat a baseline or an SFT student on val (``select.require_teacher_gate``)."""
+
+    def __init__(self, gate: TeacherGate):
+        self.gate = gate
+        super().__init__(
+            "the teacher is not worth distilling (select.require_teacher_gate is on): train a stronger teacher "
+            "or turn the gate off to distill anyway:\n" + gate.table()
+        )
+
+
+def teacher_gate(models: Sequence[Any]) -> TeacherGate:
+    """The gate on the models evaluated so far (summary lines with ``role``, ``name``, ``val_auc_mean``)."""
+    teacher = next(m for m in models if m.role == "teacher")
+
+    def best(role: str) -> Any | None:
+        found = [m for m in models if m.role == role and m.val_auc_mean is not None]
+        return max(found, key=lambda m: (m.val_auc_mean, m.name)) if found else None
+
+    baseline, sft = best("baseline"), best("sft_baseline")
+    passed = all(other is None or teacher.val_auc_mean > other.val_auc_mean for other in (baseline, sft))
+    rows = [
+        {"name": m.name, "role": m.role, "val_auc_mean": m.val_auc_mean, "auc_mean": m.auc_mean}
+        for m in sorted(models, key=lambda m: -(m.val_auc_mean or 0.0)) if m.role in ("teacher", "baseline", "sft_baseline")
+    ]  # fmt: skip
+    return TeacherGate(
+        passed=passed, teacher_val_auc_mean=teacher.val_auc_mean, rows=rows,
+        best_baseline=baseline.name if baseline else None, best_baseline_val_auc_mean=baseline.val_auc_mean if baseline else None,
+        best_sft=sft.name if sft else None, best_sft_val_auc_mean=sft.val_auc_mean if sft else None,
+    )  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- promotion
 
 
@@ -87,7 +145,8 @@ Objective = Literal["bytes", "params", "auc_mean", "ttft_p99_ms"]
 
 
 class RegistryEntry(BaseModel):
-    """A registered model version as the promotion policy sees it (from its registry tags)."""
+    """A registered model version as the promotion policy sees it (from its registry tags);
+    ``auc_mean`` and ``auc_delta_pct`` are on val, the split decisions use."""
 
     version: str
     name: str = ""

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from recslm.evaluate.metrics import delta_pct
 from recslm.jsonfile import write_json
 
-Role = Literal["teacher", "student", "sft_baseline", "pruned", "quantized"]
+Role = Literal["baseline", "teacher", "student", "sft_baseline", "pruned", "quantized"]
 
 
 class StageRecord(BaseModel):
@@ -26,6 +26,9 @@ class StageRecord(BaseModel):
 
 
 class ModelRecord(BaseModel):
+    """One model's line: ``auc``/``auc_mean`` are on the reported split (test), ``val_*`` on val
+    (what selection, the teacher gate and promotion decide on)."""
+
     name: str
     role: Role
     params: int
@@ -36,6 +39,10 @@ class ModelRecord(BaseModel):
     key: str
     parent: str | None = None  # the model this one was pruned or quantized from
     auc_delta_vs_parent_pct: float | None = None
+    params_non_embedding: int | None = None  # without input embeddings and output head (None: not an LM)
+    val_auc: dict[str, float] = Field(default_factory=dict)
+    val_auc_mean: float | None = None
+    val_auc_delta_pct: float | None = None  # vs the teacher, on val
 
 
 class RunSummary(BaseModel):
@@ -49,25 +56,42 @@ class RunSummary(BaseModel):
     mlflow_run_id: str | None = None
     run_dir: str = ""
     registry: dict[str, Any] | None = None  # the register stage: versions, release candidate, champion verdict
+    teacher_gate: dict[str, Any] | None = None  # does the teacher beat the baselines and SFT students on val
 
 
-def model_record(name: str, role: Role, eval_metrics: dict[str, Any], key: str, teacher_auc_mean: float) -> ModelRecord:
-    """A model's line in the summary from its evaluate-stage metrics."""
+class TeacherAUC(BaseModel):
+    """The teacher's mean AUC on the reported split and on val: what every delta is against."""
+
+    auc_mean: float
+    val_auc_mean: float
+
+    @classmethod
+    def of(cls, eval_metrics: dict[str, Any]) -> TeacherAUC:
+        return cls(auc_mean=float(eval_metrics["auc_mean"]), val_auc_mean=float(eval_metrics["val_auc_mean"]))
+
+
+def model_record(name: str, role: Role, eval_metrics: dict[str, Any], key: str, teacher: TeacherAUC, bytes_: int | None = None) -> ModelRecord:
+    """A model's line in the summary from its evaluate-stage metrics (or a baseline's)."""
+    non_embedding = eval_metrics.get("params_non_embedding")
     return ModelRecord(
         name=name,
         role=role,
         params=int(eval_metrics["params"]),
-        bytes=int(eval_metrics["bytes"]),
+        bytes=int(eval_metrics["bytes"]) if bytes_ is None else bytes_,
         auc={k: float(v) for k, v in eval_metrics["auc"].items()},
         auc_mean=float(eval_metrics["auc_mean"]),
-        auc_delta_pct=delta_pct(float(eval_metrics["auc_mean"]), teacher_auc_mean),
+        auc_delta_pct=delta_pct(float(eval_metrics["auc_mean"]), teacher.auc_mean),
         key=key,
+        params_non_embedding=int(non_embedding) if non_embedding is not None else None,
+        val_auc={k: float(v) for k, v in eval_metrics["val_auc"].items()},
+        val_auc_mean=float(eval_metrics["val_auc_mean"]),
+        val_auc_delta_pct=delta_pct(float(eval_metrics["val_auc_mean"]), teacher.val_auc_mean),
     )
 
 
-def derived_record(name: str, role: Role, eval_metrics: dict[str, Any], key: str, teacher_auc_mean: float, parent: ModelRecord) -> ModelRecord:
+def derived_record(name: str, role: Role, eval_metrics: dict[str, Any], key: str, teacher: TeacherAUC, parent: ModelRecord) -> ModelRecord:
     """The line of a model pruned or quantized from ``parent``: also its delta against the parent."""
-    record = model_record(name, role, eval_metrics, key, teacher_auc_mean)
+    record = model_record(name, role, eval_metrics, key, teacher)
     return record.model_copy(update={"parent": parent.name, "auc_delta_vs_parent_pct": delta_pct(record.auc_mean, parent.auc_mean)})
 
 

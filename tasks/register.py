@@ -66,6 +66,8 @@ def lineage_tags(summary: RunSummary, model: ModelRecord, uri: str) -> dict[str,
         "recslm.teacher_key": teacher.key if teacher else "", "recslm.parent": model.parent or "", "recslm.parent_key": parent.key if parent else "",
         "auc_mean": model.auc_mean, "auc_delta_pct": model.auc_delta_pct, "params": model.params, "bytes": model.bytes,
         **{f"auc.{task_name}": value for task_name, value in model.auc.items()},
+        "val_auc_mean": model.val_auc_mean, "val_auc_delta_pct": model.val_auc_delta_pct,
+        **{f"val_auc.{task_name}": value for task_name, value in model.val_auc.items()},
     }  # fmt: skip
     if model.auc_delta_vs_parent_pct is not None:
         tags["auc_delta_vs_parent_pct"] = model.auc_delta_vs_parent_pct
@@ -73,11 +75,14 @@ def lineage_tags(summary: RunSummary, model: ModelRecord, uri: str) -> dict[str,
 
 
 def entry(version: Any) -> RegistryEntry:
-    """A registry version as the policy sees it (from the tags this stage wrote)."""
+    """A registry version as the policy sees it (from the tags this stage wrote): its val AUC,
+    the split decisions use. A version registered before val was recorded (recslm 0.1) has only
+    its test AUC, which stands in for it."""
     tags = version.tags
     ttft = tags.get("ttft_p99_ms")
+    auc_mean, delta = tags.get("val_auc_mean") or tags["auc_mean"], tags.get("val_auc_delta_pct") or tags["auc_delta_pct"]
     return RegistryEntry(
-        version=str(version.version), name=tags.get("recslm.name", ""), auc_mean=float(tags["auc_mean"]), auc_delta_pct=float(tags["auc_delta_pct"]),
+        version=str(version.version), name=tags.get("recslm.name", ""), auc_mean=float(auc_mean), auc_delta_pct=float(delta),
         params=int(tags["params"]), bytes=int(tags["bytes"]), ttft_p99_ms=float(ttft) if ttft else None,
     )  # fmt: skip
 

@@ -13,7 +13,7 @@ from recslm.data.tokenizer import load_tokenizer, same_vocabulary
 from recslm.errors import TokenizerError
 from recslm.evaluate.metrics import auc_per_task, mean_auc
 from recslm.evaluate.scoring import score_records
-from recslm.models.factory import count_parameters, directory_bytes, load_model
+from recslm.models.factory import count_non_embedding_parameters, count_parameters, directory_bytes, load_model
 from recslm.models.prefix import make_groups
 from recslm.progress import counter
 
@@ -64,6 +64,7 @@ def evaluate_records(
         "examples_per_s": len(records) / result.seconds,
         "tokens_per_s": result.tokens_computed / result.seconds,
         "params": count_parameters(model),
+        "params_non_embedding": count_non_embedding_parameters(model),
         "bytes": directory_bytes(model_dir),
         "prefix_sharing": prefix_sharing,
     }

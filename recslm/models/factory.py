@@ -119,6 +119,14 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for name, p in model.named_parameters() if not name.endswith(QUANTIZATION_PARAMETER_SUFFIXES))
 
 
+def count_non_embedding_parameters(model: torch.nn.Module) -> int:
+    """Weights outside the input embeddings and the output head: what the transformer computes
+    with per token. Tiny models are mostly embeddings, so a size claim must say which count it uses.
+    A tied head is one tensor with the embeddings and is counted once, among the excluded."""
+    excluded = {id(p) for module in (model.get_input_embeddings(), model.get_output_embeddings()) if module is not None for p in module.parameters()}
+    return sum(p.numel() for name, p in model.named_parameters() if id(p) not in excluded and not name.endswith(QUANTIZATION_PARAMETER_SUFFIXES))
+
+
 def directory_bytes(folder: Path) -> int:
     """Bytes of the weight files in a model directory (what a server has to load)."""
     return sum(f.stat().st_size for f in Path(folder).glob("*.safetensors"))

@@ -33,7 +33,7 @@ from recslm.models.prefix import make_groups
 from recslm.prune.pruner import LayerRecord, Solver, prune_step
 from recslm.prune.schedule import plan, step_keeps
 from recslm.train.distill import distill_student
-from recslm.train.runner import LogFn, StepFn
+from recslm.train.runner import LogFn, StepFn, Validation
 
 
 def profile_student(model_dir: Path, out_dir: Path, cfg: ProfileConfig) -> dict[str, Any]:
@@ -106,6 +106,8 @@ def prune_student(
     inputs = configured_inputs(prune.calibration, train, tokenizer, seed)
     eval_records = load_split(data_dir, evaluate.split)
     groups = make_groups(train, tokenizer) if prune.redistill is not None else []
+    validating = prune.redistill is not None and prune.redistill.eval_steps > 0
+    validation = Validation(load_split(data_dir, "val"), tokenizer, max_groups=prune.redistill.eval_groups, seed=seed) if validating else None
     solver = Solver(prune.method, prune.ridge, prune.refit, prune.local_search_iters)
     mlp_total, kv_total = int(model.config.intermediate_size), int(model.config.num_key_value_heads)
     limit = int(getattr(model.config, "max_position_embeddings", 0) or 0)
@@ -130,7 +132,7 @@ def prune_student(
             phase = DistillPhase(loss="forward_kl", train=prune.redistill)
             log = None if on_log is None else (lambda s, v, i=i: on_log(s, {f"step{i}_{k}": x for k, x in v.items()}))
             model, phases = distill_student(model, original, tokenizer, groups, distill, step_dir / "redistill",
-                                            seed=seed + i, phases=[phase], on_log=log, on_step=on_step)  # fmt: skip
+                                            seed=seed + i, phases=[phase], on_log=log, on_step=on_step, validation=validation)  # fmt: skip
             final = step_dir / "final"
             save_model(model, tokenizer, final)
             report["redistilled"] = _auc(final, eval_records, evaluate, data_dir)

@@ -1,6 +1,6 @@
 """The pipeline's stages, one module each: the body and the config fields that decide its result.
 
-``data``, ``teacher``, ``teacher_logits``, ``distill``, ``evaluate``, ``select``, ``profile``,
+``data``, ``baselines``, ``teacher``, ``teacher_logits``, ``distill``, ``evaluate``, ``select``, ``profile``,
 ``prune``, ``quantize`` and ``deploy`` (the registry's decision is :mod:`recslm.select`; the
 registering itself is MLflow's and lives in ``tasks/register.py``). A stage module composes
 the algorithms of ``data/``, ``train/``, ``evaluate/``, ``prune/``, ``quantize/`` and ``serve/``;
@@ -12,7 +12,7 @@ from recslm.stages.base import Stage, StageContext
 __all__ = ["NAMES", "Stage", "StageContext", "stage_named"]
 
 
-NAMES = ("data", "teacher", "teacher_logits", "distill", "evaluate", "select", "profile", "prune", "quantize", "deploy")
+NAMES = ("data", "baselines", "teacher", "teacher_logits", "distill", "evaluate", "select", "profile", "prune", "quantize", "deploy")
 
 
 def stage_named(name: str) -> Stage:

@@ -1,5 +1,6 @@
-"""The select stage: the smallest distilled student whose mean AUC is within
-``select.max_auc_drop_pct`` of the teacher's (the decision itself is :mod:`recslm.select`)."""
+"""The select stage: the smallest distilled student whose mean *val* AUC is within
+``select.max_auc_drop_pct`` of the teacher's (the decision itself is :mod:`recslm.select`).
+It reads only the ``val_*`` metrics of the evaluations: the test split is reported, never chosen on."""
 
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ def body(config: Any, ctx: StageContext, inputs: dict[str, ArtifactRef]) -> dict
     from recslm.evaluate.metrics import delta_pct
     from recslm.select import Candidate, select_smallest
 
-    teacher_auc = float(inputs[TEACHER].metrics["auc_mean"])
+    teacher_auc = float(inputs[TEACHER].metrics["val_auc_mean"])
     candidates = [
-        Candidate(name=role.removeprefix(STUDENT_PREFIX), params=int(ref.metrics["params"]), auc_mean=float(ref.metrics["auc_mean"]),
-                  auc_delta_pct=delta_pct(float(ref.metrics["auc_mean"]), teacher_auc), auc=ref.metrics["auc"])
+        Candidate(name=role.removeprefix(STUDENT_PREFIX), params=int(ref.metrics["params"]), auc_mean=float(ref.metrics["val_auc_mean"]),
+                  auc_delta_pct=delta_pct(float(ref.metrics["val_auc_mean"]), teacher_auc), auc=ref.metrics["val_auc"])
         for role, ref in inputs.items() if role.startswith(STUDENT_PREFIX)
     ]  # fmt: skip
     selection = select_smallest(candidates, teacher_auc, config.select.max_auc_drop_pct)

@@ -37,7 +37,7 @@ from recslm.errors import ConfigError, TokenizerError
 from recslm.jsonfile import write_json
 from recslm.models.prefix import Group, shared_forward
 from recslm.train.losses import distill_loss, distill_loss_topk, token_divergence, topk_divergence
-from recslm.train.runner import ListDataset, LogFn, ResumingTrainer, StepFn, TrainReport, callbacks, collate_list, fit, phase_log, training_arguments
+from recslm.train.runner import ListDataset, LogFn, ResumingTrainer, StepFn, TrainReport, Validation, callbacks, collate_list, fit, phase_log, training_arguments
 from recslm.train.sft import answer_targets
 from recslm.train.teacher_topk import TopkStore, TopkTargets
 
@@ -167,6 +167,9 @@ class PhaseReport:
     resumed_from: str | None
     examples_per_s: float
     skipped: bool = False
+    best_step: int | None = None  # the checkpoint kept, chosen on val (None: no validation)
+    best_val: float | None = None  # its value of train.best_metric
+    stopped_early: bool = False
 
 
 def _items(groups: Sequence[Group], topk: TopkStore | None) -> list[DistillItem]:
@@ -191,6 +194,7 @@ def distill_student(
     deepspeed: dict[str, Any] | None = None,
     on_log: LogFn | None = None,
     on_step: StepFn | None = None,
+    validation: Validation | None = None,
 ) -> tuple[PreTrainedModel, list[PhaseReport]]:
     """Run the distillation phases on ``student``; return the trained model and a report per phase.
 
@@ -224,7 +228,8 @@ def distill_student(
             train_dataset=ListDataset(items),
             data_collator=collate_list,
             processing_class=tokenizer,
-            callbacks=callbacks(phase_log(on_log, i), on_step),
+            callbacks=callbacks(phase_log(on_log, i), on_step, phase.train),
+            validation=validation if phase.train.eval_steps else None,
             teacher=teacher if (needs_teacher and topk is None) else None,
             kind=phase.loss if phase.loss != "sft" else "forward_kl",
             weights=RecipeWeights.of(cfg, phase),
@@ -240,7 +245,8 @@ def distill_student(
         trainer.save_model(str(final))
         trainer.accelerator.wait_for_everyone()
         student = AutoModelForCausalLM.from_pretrained(final)
-        out = PhaseReport(i, phase.loss, report.steps, report.train_loss, round(report.wall_s, 2), report.resumed_from, round(report.examples_per_s, 2))
+        out = PhaseReport(i, phase.loss, report.steps, report.train_loss, round(report.wall_s, 2), report.resumed_from, round(report.examples_per_s, 2),
+                          best_step=report.best_step, best_val=report.best_metric, stopped_early=report.stopped_early)  # fmt: skip
         if trainer.is_world_process_zero():
             write_json(phase_dir / "report.json", asdict(out), indent=None)
         reports.append(out)

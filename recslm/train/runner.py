@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import EarlyStoppingCallback, PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 
 from recslm.config import TrainConfig
+from recslm.data.records import RankingRecord
 
 LogFn = Callable[[int, dict[str, float]], None]
 StepFn = Callable[[int, int], None]
@@ -46,8 +48,36 @@ def collate_list(batch: list[Any]) -> dict[str, Any]:
     return {"items": batch}
 
 
+class Validation:
+    """The val split as a model in training sees it: scored with the same prefix-shared forward
+    as the evaluate stage, giving val AUC per task, its mean and the answer-token loss.
+
+    ``max_groups`` keeps a seeded subset of whole groups (the same one at every evaluation),
+    so a long val split does not dominate training time.
+    """
+
+    def __init__(self, records: Sequence[RankingRecord], tokenizer: PreTrainedTokenizerBase, *, max_groups: int | None = None, seed: int = 0):
+        from recslm.models.prefix import make_groups
+
+        groups = make_groups(records, tokenizer)
+        if max_groups is not None and len(groups) > max_groups:
+            keep = np.sort(np.random.default_rng([seed, 7]).choice(len(groups), size=max_groups, replace=False))
+            records = [records[i] for k in keep for i in groups[k].record_index]
+            groups = make_groups(records, tokenizer)
+        self.records, self.groups, self.tokenizer = list(records), groups, tokenizer
+
+    def score(self, model: PreTrainedModel) -> dict[str, float]:
+        from recslm.evaluate.metrics import auc_per_task, mean_auc
+        from recslm.evaluate.scoring import score_records
+
+        result = score_records(model, self.tokenizer, self.records, groups=self.groups, groups_per_batch=16)
+        auc = auc_per_task(result.tasks, result.labels, result.scores)
+        return {"loss": result.loss, "auc_mean": mean_auc(auc), **{f"auc_{task}": value for task, value in auc.items()}}
+
+
 class ResumingTrainer(Trainer):
-    """A Trainer whose resume restores every weight, whatever the architecture.
+    """A Trainer whose resume restores every weight, whatever the architecture, and which
+    validates on the val split (:class:`Validation`) when given one.
 
     Checkpoints are written by ``save_pretrained``, which converts some architectures to
     their original checkpoint layout (a Mixtral's fused experts become per-expert
@@ -56,8 +86,33 @@ class ResumingTrainer(Trainer):
     teacher went on training from a fresh initialization of its experts. Loading the
     checkpoint back through ``from_pretrained`` undoes the conversion, and the strict load
     makes any remaining mismatch an error instead of a quiet divergence.
-    (DeepSpeed runs resume through DeepSpeed's own checkpoint, not this method.)
+    (DeepSpeed runs resume through DeepSpeed's own checkpoint, not this method.) Loading the
+    best checkpoint at the end goes the same way.
+
+    With ``validation``, ``evaluate`` scores it (the Trainer calls it every ``eval_steps``):
+    the metrics go to the logs as ``val_*`` curves and back to the Trainer as ``eval_*``,
+    which picks the best checkpoint and feeds early stopping.
     """
+
+    def __init__(self, *args: Any, validation: Validation | None = None, **kwargs: Any):
+        if validation is not None:
+            kwargs.setdefault("eval_dataset", ListDataset(validation.groups))  # the Trainer wants one; evaluate below reads validation
+        super().__init__(*args, **kwargs)
+        self.validation = validation
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval") -> dict[str, float]:  # noqa: D102
+        if self.validation is None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        values = self.validation.score(self.accelerator.unwrap_model(self.model))
+        self.log({f"val_{name}": value for name, value in values.items()})
+        metrics = {f"{metric_key_prefix}_{name}": value for name, value in values.items()}
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def _load_best_model(self) -> None:
+        if self.is_deepspeed_enabled or self.state.best_model_checkpoint is None:
+            return super()._load_best_model()
+        self._load_from_checkpoint(self.state.best_model_checkpoint)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
         target = self.accelerator.unwrap_model(model if model is not None else self.model)
@@ -90,8 +145,11 @@ class StepProgress(TrainerCallback):
         self.sink(state.global_step, state.max_steps)
 
 
-def callbacks(on_log: LogFn | None, on_step: StepFn | None) -> list[TrainerCallback]:
+def callbacks(on_log: LogFn | None, on_step: StepFn | None, cfg: TrainConfig | None = None) -> list[TrainerCallback]:
+    """Log forwarding, progress, and early stopping on val when ``cfg`` asks for it."""
     out: list[TrainerCallback] = []
+    if cfg is not None and cfg.early_stopping_patience:
+        out.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     if on_log is not None:
         out.append(ForwardLogs(on_log))
     if on_step is not None:
@@ -126,7 +184,13 @@ def training_arguments(
     """TrainingArguments for one run; ``deepspeed`` is a DeepSpeed config dict (ZeRO), or None."""
     world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     steps = planned_steps(n_items, cfg, world_size)
+    validating = cfg.eval_steps > 0
     return TrainingArguments(
+        eval_strategy="steps" if validating else "no",
+        eval_steps=cfg.eval_steps if validating else None,
+        load_best_model_at_end=validating,
+        metric_for_best_model=cfg.best_metric.removeprefix("val_") if validating else None,
+        greater_is_better=cfg.best_metric == "val_auc_mean" if validating else None,
         output_dir=str(output_dir),
         per_device_train_batch_size=cfg.groups_per_batch,
         num_train_epochs=cfg.epochs,
@@ -161,6 +225,9 @@ class TrainReport:
     examples: int
     groups: int
     examples_per_s: float
+    best_step: int | None = None  # the checkpoint kept, chosen on val (None: no validation, the last step)
+    best_metric: float | None = None
+    stopped_early: bool = False
 
 
 def _is_complete(checkpoint: Path) -> bool:
@@ -202,7 +269,12 @@ def fit(trainer: Trainer, output_dir: Path, *, examples: int, items: int) -> Tra
         resume = _broadcast(str(resume) if resume else None)
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    state = trainer.state
+    validated = trainer.args.eval_strategy != "no"
     return TrainReport(
+        best_step=state.best_global_step if validated else None,
+        best_metric=float(state.best_metric) if validated and state.best_metric is not None else None,
+        stopped_early=validated and state.global_step < state.max_steps,
         steps=result.global_step,
         train_loss=float(result.training_loss),
         wall_s=time.perf_counter() - start,

@@ -22,7 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from recslm.config import TrainConfig
 from recslm.data.tokenizer import answer_token_ids
 from recslm.models.prefix import Group, answer_logits_shared
-from recslm.train.runner import ListDataset, LogFn, ResumingTrainer, StepFn, TrainReport, callbacks, collate_list, fit, training_arguments
+from recslm.train.runner import ListDataset, LogFn, ResumingTrainer, StepFn, TrainReport, Validation, callbacks, collate_list, fit, training_arguments
 
 __all__ = ["AnswerTokenTrainer", "LogFn", "TrainReport", "answer_targets", "train_answer_model"]
 
@@ -61,8 +61,10 @@ def train_answer_model(
     on_log: LogFn | None = None,
     on_step: StepFn | None = None,
     deepspeed: dict[str, Any] | None = None,
+    validation: Validation | None = None,
 ) -> TrainReport:
-    """Train ``model`` in place on the answer token of every candidate; resume if checkpoints exist."""
+    """Train ``model`` in place on the answer token of every candidate; resume if checkpoints exist.
+    With ``cfg.eval_steps`` and ``validation``, the best checkpoint on val is the one kept."""
     output_dir.mkdir(parents=True, exist_ok=True)
     trainer = AnswerTokenTrainer(
         model=model,
@@ -70,7 +72,8 @@ def train_answer_model(
         train_dataset=ListDataset(groups),
         data_collator=collate_list,
         processing_class=tokenizer,
-        callbacks=callbacks(on_log, on_step),
+        callbacks=callbacks(on_log, on_step, cfg),
+        validation=validation if cfg.eval_steps else None,
         answer_ids=answer_token_ids(tokenizer),
         pad_id=tokenizer.pad_token_id,
     )

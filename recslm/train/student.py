@@ -20,7 +20,7 @@ from recslm.models.factory import build_model, describe, directory_bytes, load_m
 from recslm.models.prefix import make_groups
 from recslm.progress import counter
 from recslm.train.distill import check_vocabulary, distill_student
-from recslm.train.runner import LogFn, StepFn
+from recslm.train.runner import LogFn, StepFn, Validation
 from recslm.train.teacher_topk import FILE as TOPK_FILE
 from recslm.train.teacher_topk import TopkStore, compute_teacher_topk
 
@@ -80,9 +80,11 @@ def make_student(
         if cfg.teacher_logits == "topk":
             topk = TopkStore.load(topk_dir / TOPK_FILE, groups)
             teacher = None  # the stored targets replace it: no teacher forward, no teacher memory
+    eval_groups = next((p.train.eval_groups for p in phases if p.train.eval_steps), None)
+    validation = Validation(load_split(data_dir, "val"), tokenizer, max_groups=eval_groups, seed=seed) if any(p.train.eval_steps for p in phases) else None
     model, reports = distill_student(
         student, teacher, tokenizer, groups, cfg, work_dir,
-        seed=seed, phases=phases, topk=topk, deepspeed=deepspeed, on_log=on_log, on_step=on_step,
+        seed=seed, phases=phases, topk=topk, deepspeed=deepspeed, on_log=on_log, on_step=on_step, validation=validation,
     )
     save_model(model, tokenizer, out_dir / "model")
     return {

@@ -13,7 +13,7 @@ from recslm.errors import TokenizerError
 from recslm.evaluate.scoring import score_records
 from recslm.models.factory import build_model, describe, directory_bytes, load_model, save_model
 from recslm.models.prefix import make_groups
-from recslm.train.runner import LogFn
+from recslm.train.runner import LogFn, Validation
 from recslm.train.sft import train_answer_model
 
 VAL_LOSS_GROUPS = 300  # the validation loss is a health check, not the quality metric (AUC is): keep it cheap
@@ -44,8 +44,12 @@ def make_teacher(
     else:
         model = build_model(cfg.arch, tokenizer, seed)
         groups = make_groups(load_split(data_dir, "train"), tokenizer)
-        report = train_answer_model(model, tokenizer, groups, cfg.train, checkpoint_dir, seed=seed, on_log=on_log, on_step=on_step)
+        validation = Validation(load_split(data_dir, "val"), tokenizer, max_groups=cfg.train.eval_groups, seed=seed) if cfg.train.eval_steps else None
+        report = train_answer_model(model, tokenizer, groups, cfg.train, checkpoint_dir, seed=seed, on_log=on_log, on_step=on_step, validation=validation)
         metrics.update(
+            best_step=report.best_step,
+            best_val=report.best_metric,
+            stopped_early=report.stopped_early,
             train_loss=report.train_loss,
             steps=report.steps,
             train_examples=report.examples,

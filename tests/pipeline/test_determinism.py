@@ -27,7 +27,7 @@ def _teacher_only_config(path: Path) -> Path:
     """The smoke data and teacher (40 steps), nothing after it, no tracking."""
     raw = trimmed_smoke(path.parent / "unused")
     raw["students"] = []
-    raw["teacher"]["train"].update(max_steps=40, save_steps=20)
+    raw["teacher"]["train"].update(max_steps=40, save_steps=20, eval_steps=20)
     raw["tracking"] = {"enabled": False}
     raw["registry"] = {"enabled": False}
     raw["distill"]["teacher_logits"] = "online"

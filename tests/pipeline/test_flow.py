@@ -24,14 +24,14 @@ def test_summary_json_follows_the_contract(smoke):
     students = ["tiny-llama", "small-qwen3", "tiny-llama-sft", "small-qwen3-sft"]
     pruned = f"{summary['winner']}-pruned"
     schemes = ["fp8_dynamic", "w8a8_int", "w4a16_gptq", "w4a16_quantease"]
-    assert set(summary["stages"]) == {"data", "teacher", "evaluate", "teacher_logits", "select", "profile", "prune", f"evaluate.{pruned}"} | {
+    assert set(summary["stages"]) == {"data", "baselines", "teacher", "evaluate", "teacher_logits", "select", "profile", "prune", f"evaluate.{pruned}"} | {
         f"{stage}.{name}" for stage in ("distill", "evaluate") for name in students
     } | {f"quantize.{s}" for s in schemes} | {f"evaluate.{pruned}-{s}" for s in schemes} | {"deploy"}
     for rec in summary["stages"].values():
         assert set(rec) >= {"key", "uri", "cached", "wall_s", "metrics"} and rec["cached"] is False
     teacher = summary["models"][0]
     assert teacher["role"] == "teacher" and teacher["params"] > 0 and teacher["bytes"] > 0
-    by_name = {m["name"]: m for m in summary["models"][1:] if m["role"] not in ("pruned", "quantized")}
+    by_name = {m["name"]: m for m in summary["models"][1:] if m["role"] not in ("baseline", "pruned", "quantized")}
     assert set(by_name) == set(students)
     assert [m["name"] for m in summary["models"] if m["role"] == "pruned"] == [pruned]
     for name, m in by_name.items():
@@ -41,14 +41,29 @@ def test_summary_json_follows_the_contract(smoke):
     # the SFT baseline has the student's architecture and budget, and never sees the teacher
     assert by_name["tiny-llama-sft"]["params"] == by_name["tiny-llama"]["params"]
     assert set(json.loads((Path(summary["stages"]["distill.tiny-llama-sft"]["uri"]) / "stage.json").read_text())["inputs"]) == {"data"}
-    # select: the smallest student within the bar (50 % in the smoke config)
-    within = [m for m in by_name.values() if m["role"] == "student" and m["auc_delta_pct"] >= -50]
-    assert summary["winner"] == (min(within, key=lambda m: m["params"])["name"] if within else None)
     assert summary["stages"]["select"]["metrics"]["winner"] == summary["winner"]
     assert set(teacher["auc"]) == {"like", "love", "next"}
     assert teacher["auc_mean"] == pytest.approx(sum(teacher["auc"].values()) / 3)
     assert teacher["auc_delta_pct"] == 0.0
     assert teacher["key"] == summary["stages"]["teacher"]["key"]
+    # every model also has its val AUC, and the counts without embeddings
+    for m in summary["models"]:
+        assert set(m["val_auc"]) == {"like", "love", "next"} and m["val_auc_mean"] == pytest.approx(sum(m["val_auc"].values()) / 3)
+        assert m["val_auc_delta_pct"] == pytest.approx(100 * (m["val_auc_mean"] - teacher["val_auc_mean"]) / teacher["val_auc_mean"])
+        if m["role"] != "baseline":
+            assert 0 < m["params_non_embedding"] < m["params"]
+    # the winner is chosen on val: the smallest student within the bar there
+    within_val = [m for m in by_name.values() if m["role"] == "student" and m["val_auc_delta_pct"] >= -50]
+    assert summary["winner"] == (min(within_val, key=lambda m: m["params"])["name"] if within_val else None)
+    # the non-LM baselines, fitted on the same train records and scored on the same records
+    baselines = {m["name"]: m for m in summary["models"] if m["role"] == "baseline"}
+    assert list(baselines) == ["popularity", "item_mean", "logistic_regression", "gradient_boosting"]
+    assert all(m["key"] == summary["stages"]["baselines"]["key"] and m["params_non_embedding"] is None for m in baselines.values())
+    assert baselines["logistic_regression"]["val_auc_mean"] > 0.6
+    gate = summary["teacher_gate"]
+    assert gate["best_baseline"] in baselines and gate["passed"] == (
+        teacher["val_auc_mean"] > max(m["val_auc_mean"] for m in summary["models"] if m["role"] in ("baseline", "sft_baseline"))
+    )
 
 
 def test_the_winner_is_profiled_pruned_on_schedule_and_redistilled(smoke):
@@ -152,13 +167,17 @@ def test_mlflow_holds_the_same_teacher_auc(smoke):
     for task, auc in teacher["auc"].items():
         assert parent.data.metrics[f"teacher.auc.{task}"] == pytest.approx(auc, abs=1e-12)
     assert parent.data.metrics["teacher.auc_mean"] == pytest.approx(teacher["auc_mean"], abs=1e-12)
+    assert parent.data.metrics["teacher.val_auc_mean"] == pytest.approx(teacher["val_auc_mean"], abs=1e-12)
+    assert parent.data.metrics["logistic_regression.val_auc_mean"] == pytest.approx(
+        next(m["val_auc_mean"] for m in summary["models"] if m["name"] == "logistic_regression"), abs=1e-12
+    )
     assert parent.data.params["teacher.train.learning_rate"] == "0.003"
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     by_name = {run.info.run_name: run for run in children}
     students = [m for m in summary["models"] if m["role"] in ("student", "sft_baseline")]
     winner = summary["winner"]
     schemes = ["fp8_dynamic", "w8a8_int", "w4a16_gptq", "w4a16_quantease"]
-    assert set(by_name) == {"data", "teacher", "evaluate-teacher", "teacher_logits", "select", f"profile-{winner}", f"prune-{winner}", f"evaluate-{winner}-pruned"} | {
+    assert set(by_name) == {"data", "baselines", "teacher", "evaluate-teacher", "teacher_logits", "select", f"profile-{winner}", f"prune-{winner}", f"evaluate-{winner}-pruned"} | {
         f"{stage}-{m['name']}" for stage in ("distill", "evaluate") for m in students
     } | {f"{stage}-{winner}-pruned-{s}" for stage in ("quantize", "evaluate") for s in schemes} | {f"deploy-{winner}-pruned"}
     # each quantize run has its variant's AUC and the per-layer errors over depth; the parent the table
@@ -177,13 +196,20 @@ def test_mlflow_holds_the_same_teacher_auc(smoke):
     assert by_name["evaluate-teacher"].data.metrics["auc_mean"] == pytest.approx(teacher["auc_mean"], abs=1e-12)
     curve = client.get_metric_history(by_name["teacher"].info.run_id, "train/loss")
     assert len(curve) >= 3 and curve[-1].step > curve[0].step
+    # validation during training: val AUC and loss curves, and the kept checkpoint is the best on val
+    val_curve = {m.step: m.value for m in client.get_metric_history(by_name["teacher"].info.run_id, "train/val_auc_mean")}
+    assert len(val_curve) >= 2 and client.get_metric_history(by_name["teacher"].info.run_id, "train/val_loss")
+    teacher_stage = summary["stages"]["teacher"]["metrics"]
+    assert teacher_stage["best_step"] in val_curve and teacher_stage["best_val"] == pytest.approx(max(val_curve.values()))
     # one run per student holds its loss curves, AUC per task, delta and size
     for m in students:
         run = by_name[f"distill-{m['name']}"]
         assert len(client.get_metric_history(run.info.run_id, "train/loss")) >= 3
+        assert len(client.get_metric_history(run.info.run_id, "train/val_auc_mean")) == 2  # steps 60 and 120
         assert run.data.metrics["auc_delta_pct"] == pytest.approx(m["auc_delta_pct"], abs=1e-9)
         assert run.data.metrics["auc.like"] == pytest.approx(m["auc"]["like"], abs=1e-12)
         assert run.data.metrics["params"] == m["params"]
+        assert run.data.metrics["val_auc_mean"] == pytest.approx(m["val_auc_mean"], abs=1e-12)
     kd = by_name["distill-tiny-llama"]
     assert "train/loss_kd" in kd.data.metrics and "train/loss_prompt_kd" in kd.data.metrics
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -236,7 +262,7 @@ def test_cli_run_reuses_the_store_and_prints_the_summary(smoke, repo_root):
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "models (test AUC)" in proc.stdout and "teacher" in proc.stdout and "summary:" in proc.stdout
+    assert "AUC on test (reported) and val (decided on)" in proc.stdout and "logistic_regression" in proc.stdout and "teacher gate:" in proc.stdout and "teacher" in proc.stdout and "summary:" in proc.stdout
     assert f"registry: {smoke['first'].winner}-pruned is recslm-smoke v" in proc.stdout and "champion (already the champion)" in proc.stdout
     summary = json.loads((smoke["root"] / "cli" / "summary.json").read_text())
     assert all(rec["cached"] for rec in summary["stages"].values())

@@ -60,3 +60,48 @@ def test_a_run_resumed_after_a_crash_ends_with_the_same_weights_bit_for_bit(fami
     ours, theirs = resumed.state_dict(), straight.state_dict()
     assert ours.keys() == theirs.keys() and any("expert" in k for k in ours) == (family == "mixtral")
     assert [k for k in ours if not torch.equal(ours[k], theirs[k])] == []
+
+
+@pytest.mark.parametrize("family", ["mixtral", "llama"])
+def test_validation_keeps_the_best_checkpoint_on_val_and_logs_val_curves(family, tmp_path):
+    """Every eval_steps the val split is scored (val AUC per task and loss as curves); the model
+    kept at the end is the best checkpoint on val AUC, not the last step (loaded strictly, so a
+    Mixtral's experts come back too)."""
+    from recslm.train.runner import Validation
+
+    train, val = synthetic_records(members=24, seed=1), synthetic_records(members=12, seed=3)
+    tokenizer = tiny_tokenizer(train + val)
+    model = tiny_model(tokenizer, family)
+    validation = Validation(val, tokenizer)
+    logs: list[tuple[int, dict]] = []
+    cfg = TrainConfig(max_steps=12, learning_rate=2e-2, groups_per_batch=4, save_steps=3, eval_steps=3, logging_steps=3, save_total_limit=1)
+    report = train_answer_model(model, tokenizer, make_groups(train, tokenizer), cfg, tmp_path / "ckpt", seed=0,
+                                on_log=lambda s, v: logs.append((s, v)), validation=validation)  # fmt: skip
+    curve = {step: v for step, v in logs if "val_auc_mean" in v}
+    assert sorted(curve) == [3, 6, 9, 12]
+    assert all({"val_loss", "val_auc_like"} <= set(v) for v in curve.values())
+    best = max(curve, key=lambda s: (curve[s]["val_auc_mean"], -s))
+    assert report.best_step == best and report.best_metric == pytest.approx(curve[best]["val_auc_mean"])
+    assert validation.score(model)["auc_mean"] == pytest.approx(curve[best]["val_auc_mean"], abs=1e-9)
+
+
+def test_early_stopping_ends_training_when_val_stops_improving(tmp_path):
+    from recslm.train.runner import Validation
+
+    train, val = synthetic_records(members=24, seed=1), synthetic_records(members=12, seed=3)
+    tokenizer = tiny_tokenizer(train + val)
+    validation = Validation(val, tokenizer, max_groups=6, seed=0)
+    assert len(validation.groups) == 6 and len(validation.records) == sum(len(g.labels) for g in validation.groups)
+    cfg = TrainConfig(max_steps=200, learning_rate=2e-2, groups_per_batch=4, save_steps=2, eval_steps=2, early_stopping_patience=2, best_metric="val_loss")
+    report = train_answer_model(tiny_model(tokenizer, "llama"), tokenizer, make_groups(train, tokenizer), cfg, tmp_path / "ckpt", seed=0, validation=validation)
+    assert report.stopped_early and report.steps < 200 and report.best_step is not None
+    assert report.steps == report.best_step + 2 * cfg.eval_steps  # two evaluations without a new best, then stop
+
+
+def test_validation_settings_are_checked():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="early_stopping_patience needs eval_steps"):
+        TrainConfig(early_stopping_patience=2)
+    with pytest.raises(ValidationError, match=r"save_steps \(5\) must be a multiple of eval_steps \(2\)"):
+        TrainConfig(save_steps=5, eval_steps=2)

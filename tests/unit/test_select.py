@@ -102,3 +102,48 @@ def test_latency_objective_without_a_measurement_cannot_promote():
 def test_the_champion_re_registered_stays_champion():
     champion = _entry("4")
     assert _decide(_entry("4"), champion).verdict == "champion"
+
+
+# ----------------------------------------------------------------------------- decided on val
+
+
+def _eval(val: float, test: float, params: int):
+    from recslm.store import ArtifactRef
+
+    metrics = {"params": params, "auc_mean": test, "auc": {"like": test}, "val_auc_mean": val, "val_auc": {"like": val}}
+    return ArtifactRef(uri="/nowhere", key="k", kind="evaluate", metrics=metrics)
+
+
+def test_the_select_stage_decides_on_val_never_on_test(tmp_path):
+    """Val and test disagree: the small student is within the bar on val only, so it must win;
+    reading test (where it is far below) would pick the big one."""
+    from types import SimpleNamespace
+
+    from recslm.config import PipelineConfig
+    from recslm.stages import select as select_stage
+
+    config = PipelineConfig.model_validate({"select": {"max_auc_drop_pct": 2.0}})
+    inputs = select_stage.inputs_for(_eval(0.80, 0.70, 1000), {"small": _eval(0.795, 0.60, 10), "big": _eval(0.70, 0.72, 100)})
+    metrics = select_stage.body(config, SimpleNamespace(out=tmp_path), inputs)
+    assert metrics["winner"] == "small"
+    assert metrics["teacher_auc_mean"] == 0.80
+    assert "val auc" in (tmp_path / "selection.txt").read_text()
+
+
+def _line(name, role, val, test=0.7):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name=name, role=role, val_auc_mean=val, auc_mean=test)
+
+
+def test_the_teacher_gate_compares_val_against_the_best_baseline_and_sft_student():
+    from recslm.select import TeacherGateError, teacher_gate
+
+    models = [_line("teacher", "teacher", 0.75, 0.9), _line("logistic_regression", "baseline", 0.74), _line("popularity", "baseline", 0.6)]
+    gate = teacher_gate(models)
+    assert gate.passed and gate.best_baseline == "logistic_regression" and gate.best_sft is None
+    gate = teacher_gate([*models, _line("s-sft", "sft_baseline", 0.76, 0.5)])
+    assert not gate.passed and gate.best_sft == "s-sft"  # a better test AUC does not save the teacher
+    text = str(TeacherGateError(gate))
+    assert "require_teacher_gate" in text and "s-sft" in text and "logistic_regression" in text and "FAILS" in text
+    assert not teacher_gate([_line("teacher", "teacher", 0.70), _line("gradient_boosting", "baseline", 0.71)]).passed
