@@ -223,7 +223,10 @@ def baseline_records(ref: ArtifactRef | None, teacher_auc: TeacherAUC) -> list[M
     """The baselines stage's reference models as summary lines (role ``baseline``, no weights file)."""
     if ref is None:
         return []
-    return [model_record(name, "baseline", metrics, ref.key, teacher_auc, bytes_=0) for name, metrics in ref.metrics["models"].items()]
+    from recslm.baselines.models import NAMES  # a stored artifact's metrics may come back with sorted keys: list them in one order
+
+    found = ref.metrics["models"]
+    return [model_record(name, "baseline", found[name], ref.key, teacher_auc, bytes_=0) for name in NAMES if name in found]
 
 
 def prune_winner(

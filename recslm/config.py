@@ -114,6 +114,8 @@ class DataConfig(StrictModel):
         True,
         description="Show each candidate's rating count and mean as known strictly before the decision time (no future data).",
     )
+    item_recent: bool = Field(False, description="With item_stats: also show how many ratings the item got in the 30 days before the decision time (in words).")
+    member_summary: bool = Field(False, description="Show the mean of the member's shown ratings on the History line (derived from the prompt's own history).")
     eval_stride: int = Field(8, ge=1, description="Interactions between two validation or test snapshots of the same member.")
     max_train_groups: int | None = Field(None, ge=1, description="Cap on training groups (member x task x snapshot), sampled with the seed.")
     max_eval_members: int | None = Field(None, ge=1, description="Cap on members in val and test, sampled with the seed.")
@@ -197,12 +199,22 @@ class TrainConfig(StrictModel):
         return self
 
 
+class FoundationConfig(StrictModel):
+    """Causal-LM pre-training of the teacher before its answer-token fine-tuning (the paper's
+    teacher is a foundation model that learned from member activity first)."""
+
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=1.0, learning_rate=2e-3), description="Budget of the LM phase (groups_per_batch = blocks per step).")
+    block_size: int = Field(512, ge=16, description="Tokens per training block (texts are packed, separated by the EOS token).")
+    router_aux_loss_coef: float = Field(0.01, ge=0, description="Mixture-of-experts teachers: weight of the router's load-balancing loss.")
+
+
 class TeacherConfig(StrictModel):
     arch: ArchSpec | None = Field(
         default_factory=lambda: ArchSpec(family="mixtral", num_experts=4, experts_per_token=2),
         description="Build the teacher from this spec and train it here (the default: a small MoE).",
     )
     path: Path | None = Field(None, description="Load a trained teacher from this Hugging Face directory instead of training one.")
+    foundation: FoundationConfig | None = Field(None, description="Pre-train the built teacher as a causal LM on the training period's prompts first; empty = start from scratch.")
     train: TrainConfig = Field(default_factory=TrainConfig)
     trust_remote_code: bool = Field(False, description="Allow custom modelling code from the checkpoint (off: safetensors and built-in architectures only).")
 

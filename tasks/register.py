@@ -71,7 +71,7 @@ def lineage_tags(summary: RunSummary, model: ModelRecord, uri: str) -> dict[str,
     }  # fmt: skip
     if model.auc_delta_vs_parent_pct is not None:
         tags["auc_delta_vs_parent_pct"] = model.auc_delta_vs_parent_pct
-    return {k: str(v) for k, v in tags.items()}
+    return {k: str(v) for k, v in tags.items() if v is not None}
 
 
 def entry(version: Any) -> RegistryEntry:

@@ -47,7 +47,7 @@ def main() -> None:
         import recslm.train.runner as runner
 
         original = runner.callbacks
-        runner_callbacks = lambda on_log, on_step: original(on_log, on_step) + [Sleep(args.step_sleep)]  # noqa: E731
+        runner_callbacks = lambda on_log, on_step, cfg=None: original(on_log, on_step, cfg) + [Sleep(args.step_sleep)]  # noqa: E731
         import recslm.train.distill as distill
 
         distill.callbacks = runner_callbacks

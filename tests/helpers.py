@@ -19,16 +19,16 @@ REPO = Path(__file__).resolve().parents[1]
 def trimmed_smoke(root: Path, students: int = 1) -> dict[str, Any]:
     """configs/smoke.yaml (as a dict) cut to data -> teacher (one epoch) -> select with the first
     ``students`` students, distilled for 600 steps with a checkpoint every 50 (~20 s: long enough to
-    kill it mid-way), no SFT baselines, no prune/quantize/serve/bench. For the backend and
+    kill it mid-way, no validation), no SFT baselines, no non-LM baselines, no prune/quantize/serve/bench. For the backend and
     fault-tolerance tests, which each change ``execution`` or run it from a file."""
     raw = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
     raw["run"]["root"] = str(root)
     raw["teacher"]["train"]["epochs"] = 1
     raw["students"] = raw["students"][:students]
     raw["distill"]["sft_baseline"] = False
-    raw["distill"]["phases"][0]["train"].update(max_steps=600, save_steps=50)
-    for section in ("prune", "quantize", "serve", "bench"):
-        raw[section]["enabled"] = False
+    raw["distill"]["phases"][0]["train"].update(max_steps=600, save_steps=50, eval_steps=0)
+    for section in ("baselines", "prune", "quantize", "serve", "bench"):
+        raw.setdefault(section, {})["enabled"] = False
     return raw
 
 

@@ -81,6 +81,8 @@ ITEM_COLUMNS = ["movie_id", "movie_title", "release_date", "video_release_date",
 USER_COLUMNS = ["user_id", "age", "gender", "occupation", "zip_code"]
 LABEL_THRESHOLDS = {"like": 4, "love": 5}  # label = rating >= threshold
 
+RECENT_S = 30 * 86_400  # "recent" ratings of an item: the 30 days before the decision time
+
 # purposes mixed into the seeds, so draws for different jobs never share a stream
 _NEGATIVES, _TRAIN_SUBSAMPLE, _EVAL_MEMBERS = 1, 2, 3
 
@@ -335,12 +337,14 @@ class ItemHistory:
             self._times[int(movie)] = frame.timestamp.to_numpy()
             self._sums[int(movie)] = np.concatenate([[0], np.cumsum(frame.rating.to_numpy())])
 
-    def before(self, movie: int, when: int) -> ItemStats:
+    def before(self, movie: int, when: int, recent: bool = False) -> ItemStats:
+        """Count and mean of the ratings before ``when``; with ``recent``, also those of its last 30 days."""
         times = self._times.get(movie)
         if times is None:
-            return ItemStats(0, 0.0)
+            return ItemStats(0, 0.0, 0 if recent else None)
         n = int(np.searchsorted(times, when, side="left"))
-        return ItemStats(n, float(self._sums[movie][n] / n) if n else 0.0)
+        last_month = n - int(np.searchsorted(times, when - RECENT_S, side="left")) if recent else None
+        return ItemStats(n, float(self._sums[movie][n] / n) if n else 0.0, last_month)
 
 
 @dataclass(frozen=True)
@@ -367,7 +371,7 @@ class _Builder:
         """Candidate text; with item stats it depends on the decision time, else it is cached per item."""
         if self.item_history is None:
             return self.candidates[movie]
-        return format_candidate(self.items[movie], self.item_history.before(movie, decided_at))
+        return format_candidate(self.items[movie], self.item_history.before(movie, decided_at, recent=self.cfg.item_recent))
 
     def history(self, member: _Member, start: int) -> list[HistoryItem]:
         """The last ``history_len`` ratings before the snapshot, oldest first."""
@@ -384,7 +388,7 @@ class _Builder:
             threshold = LABEL_THRESHOLDS[task]
             movies, times = member.movie_list[start:stop], member.ts_list[start:stop]
             labels = [int(r >= threshold) for r in member.rating_list[start:stop]]
-        prefix = format_prefix(task, member.profile, history)
+        prefix = format_prefix(task, member.profile, history, summary=self.cfg.member_summary)
         member_id, history_max_ts, decided_at = str(member.user_id), member.ts_list[start - 1], member.ts_list[start]
         return [
             {

@@ -54,19 +54,25 @@ class Item:
 
 @dataclass(frozen=True)
 class ItemStats:
-    """What was known about an item at decision time: its ratings so far and their mean."""
+    """What was known about an item at decision time: its ratings so far, their mean, and
+    (when shown) its ratings in the last 30 days."""
 
     count: int
     mean: float
+    recent: int | None = None
 
 
 POPULARITY = ((200, "very popular"), (100, "popular"), (30, "known"), (5, "niche"), (0, "new"))
+RECENCY = ((20, "trending"), (5, "active"), (1, "slow"), (0, "quiet"))
 
 
 def stats_text(stats: ItemStats) -> str:
     """Coarse words and a half-star mean: a small model generalizes over these better than raw counts."""
     label = next(name for floor, name in POPULARITY if stats.count >= floor)
-    return label if stats.count == 0 else f"{label}, avg {round(stats.mean * 2) / 2:.1f}"
+    text = label if stats.count == 0 else f"{label}, avg {round(stats.mean * 2) / 2:.1f}"
+    if stats.recent is not None and stats.count:
+        text += ", " + next(name for floor, name in RECENCY if stats.recent >= floor)
+    return text
 
 
 @dataclass(frozen=True)
@@ -87,8 +93,9 @@ def item_text(item: Item) -> str:
     return item.text
 
 
-def format_prefix(task: str, member: MemberProfile, history: Sequence[HistoryItem]) -> str:
-    """Instruction, profile and rated history (oldest first, most recent last); ends with a newline."""
+def format_prefix(task: str, member: MemberProfile, history: Sequence[HistoryItem], summary: bool = False) -> str:
+    """Instruction, profile and rated history (oldest first, most recent last); ends with a newline.
+    With ``summary`` the History line shows the mean of the shown ratings (half stars)."""
     try:
         instruction = TASK_INSTRUCTIONS[task]
     except KeyError:
@@ -96,7 +103,7 @@ def format_prefix(task: str, member: MemberProfile, history: Sequence[HistoryIte
     lines = [
         instruction,
         f"Member: {member.age}, {_one_line(member.gender)}, {_one_line(member.occupation)}",
-        "History:",
+        f"History (avg {round(2 * sum(h.rating for h in history) / len(history)) / 2:.1f}):" if summary and history else "History:",
     ]
     lines.extend(f"{h.item.text} | {h.rating}" for h in history)
     return "\n".join(lines) + "\n"

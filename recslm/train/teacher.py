@@ -43,9 +43,15 @@ def make_teacher(
         metrics["loaded_from"] = str(cfg.path)
     else:
         model = build_model(cfg.arch, tokenizer, seed)
-        groups = make_groups(load_split(data_dir, "train"), tokenizer)
+        train_records = load_split(data_dir, "train")
+        if cfg.foundation is not None:
+            from recslm.train.foundation import pretrain
+
+            foundation_log = None if on_log is None else (lambda step, values: on_log(step, {f"foundation_{k}": v for k, v in values.items()}))
+            metrics.update(pretrain(model, tokenizer, train_records, cfg.foundation, checkpoint_dir / "foundation", seed=seed, on_log=foundation_log, on_step=on_step))
+        groups = make_groups(train_records, tokenizer)
         validation = Validation(load_split(data_dir, "val"), tokenizer, max_groups=cfg.train.eval_groups, seed=seed) if cfg.train.eval_steps else None
-        report = train_answer_model(model, tokenizer, groups, cfg.train, checkpoint_dir, seed=seed, on_log=on_log, on_step=on_step, validation=validation)
+        report = train_answer_model(model, tokenizer, groups, cfg.train, checkpoint_dir / "answer" if cfg.foundation else checkpoint_dir, seed=seed, on_log=on_log, on_step=on_step, validation=validation)
         metrics.update(
             best_step=report.best_step,
             best_val=report.best_metric,

@@ -164,3 +164,19 @@ def test_concurrent_runs_never_lose_a_version_or_race_the_champion_alias(prefect
     for r in results:  # a challenger either lost to the champion it saw or missed the bar
         if r["promotion"]["verdict"] == "challenger":
             assert r["previous_champion"] is not None or "quality bar" in r["promotion"]["reason"], r
+
+
+def test_the_promotion_policy_reads_val_auc_from_the_tags():
+    """A version's tags carry test and val AUC; the policy sees val (test is reported, not decided on).
+    A version registered before val existed (recslm 0.1) falls back to its test AUC."""
+    from types import SimpleNamespace
+
+    from tasks.register import entry, lineage_tags
+
+    model = _model("student", "student", 4000, auc=0.70, delta=-6.0).model_copy(update={"val_auc": {"like": 0.8}, "val_auc_mean": 0.8, "val_auc_delta_pct": -0.5})
+    tags = lineage_tags(_summary("r1", model), model, "s3://artifacts/team/student/k")
+    assert tags["auc_mean"] == "0.7" and tags["val_auc_mean"] == "0.8" and tags["val_auc.like"] == "0.8"
+    seen = entry(SimpleNamespace(version="3", tags=tags))
+    assert seen.auc_mean == 0.8 and seen.auc_delta_pct == -0.5
+    old = {k: v for k, v in tags.items() if not k.startswith("val_")}
+    assert entry(SimpleNamespace(version="1", tags=old)).auc_mean == 0.7

@@ -28,6 +28,22 @@ def test_trains_from_a_spec_and_saves_a_plain_directory(data_dir, tmp_path):
     assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
 
 
+def test_a_foundation_phase_runs_first_and_validation_picks_the_checkpoint(data_dir, tmp_path):
+    from recslm.config import FoundationConfig
+
+    cfg = TeacherConfig(
+        arch=TINY,
+        foundation=FoundationConfig(train=TrainConfig(max_steps=4, groups_per_batch=2, save_steps=2), block_size=32),
+        train=TrainConfig(max_steps=4, groups_per_batch=4, save_steps=2, eval_steps=2),
+    )
+    logs: list[tuple[int, dict]] = []
+    metrics = make_teacher(cfg, data_dir, tmp_path / "out", tmp_path / "ckpt", seed=0, on_log=lambda s, v: logs.append((s, v)))
+    assert metrics["foundation_steps"] == 4 and metrics["foundation_blocks"] > 0 and metrics["steps"] == 4
+    assert metrics["best_step"] in (2, 4) and 0 <= metrics["best_val"] <= 1
+    assert (tmp_path / "ckpt" / "foundation" / "report.json").is_file() and list((tmp_path / "ckpt" / "answer").glob("checkpoint-*"))
+    assert any("foundation_loss" in v for _, v in logs) and any("val_auc_mean" in v for _, v in logs)
+
+
 def test_loads_a_trained_teacher_with_the_same_tokenizer(data_dir, tmp_path):
     tokenizer = load_tokenizer(tokenizer_path(data_dir))
     save_model(build_model(TINY, tokenizer, seed=3), tokenizer, tmp_path / "trained")
