@@ -371,7 +371,7 @@ class _Builder:
         """Candidate text; with item stats it depends on the decision time, else it is cached per item."""
         if self.item_history is None:
             return self.candidates[movie]
-        return format_candidate(self.items[movie], self.item_history.before(movie, decided_at, recent=self.cfg.item_recent))
+        return format_candidate(self.items[movie], self.item_history.before(movie, decided_at, recent=self.cfg.item_recent), self.cfg.stats_style)
 
     def history(self, member: _Member, start: int) -> list[HistoryItem]:
         """The last ``history_len`` ratings before the snapshot, oldest first."""

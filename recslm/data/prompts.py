@@ -66,8 +66,18 @@ POPULARITY = ((200, "very popular"), (100, "popular"), (30, "known"), (5, "niche
 RECENCY = ((20, "trending"), (5, "active"), (1, "slow"), (0, "quiet"))
 
 
-def stats_text(stats: ItemStats) -> str:
-    """Coarse words and a half-star mean: a small model generalizes over these better than raw counts."""
+def log2_scale(count: int, top: int = 10) -> int:
+    """0 for none, then 1 + floor(log2(count)), capped at ``top``: one small token per doubling."""
+    return 0 if count <= 0 else min(top, 1 + int(count).bit_length() - 1)
+
+
+def stats_text(stats: ItemStats, style: str = "words") -> str:
+    """How the stats read. ``words``: coarse words and a half-star mean (a small model generalizes
+    over these better than raw counts). ``scale``: finer, still one small token each: popularity
+    and recent ratings on a log2 scale, the mean to a tenth."""
+    if style == "scale":
+        text = f"pop {log2_scale(stats.count)}" + (f", avg {stats.mean:.1f}" if stats.count else "")
+        return text + (f", recent {log2_scale(stats.recent)}" if stats.recent is not None else "")
     label = next(name for floor, name in POPULARITY if stats.count >= floor)
     text = label if stats.count == 0 else f"{label}, avg {round(stats.mean * 2) / 2:.1f}"
     if stats.recent is not None and stats.count:
@@ -109,7 +119,7 @@ def format_prefix(task: str, member: MemberProfile, history: Sequence[HistoryIte
     return "\n".join(lines) + "\n"
 
 
-def format_candidate(item: Item, stats: ItemStats | None = None) -> str:
+def format_candidate(item: Item, stats: ItemStats | None = None, style: str = "words") -> str:
     """The item (with its stats so far, if given) and the question; starts with a letter, ends with "Answer:"."""
-    extra = f" | {stats_text(stats)}" if stats is not None else ""
+    extra = f" | {stats_text(stats, style)}" if stats is not None else ""
     return f"{CANDIDATE_LABEL}{item_text(item)}{extra}\n{ANSWER_CUE}"

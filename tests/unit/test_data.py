@@ -394,3 +394,22 @@ def test_item_stats_use_only_ratings_before_the_decision():
             assert x.candidate == format_candidate(items[int(x.item_id)], history.before(int(x.item_id), decided))
     plain = build_ranking_splits(ml, cfg.model_copy(update={"item_stats": False}))
     assert "avg" not in plain["test"][0].candidate and " | " in plain["test"][0].candidate
+
+
+def test_prompt_options_render_decision_time_stats_and_the_history_mean(ml):
+    from recslm.data.prompts import ItemStats, log2_scale, stats_text
+
+    assert [log2_scale(n) for n in (0, 1, 2, 3, 4, 1000, 5000)] == [0, 1, 2, 2, 3, 10, 10]
+    assert stats_text(ItemStats(130, 3.74, 9), "scale") == "pop 8, avg 3.7, recent 4"
+    assert stats_text(ItemStats(130, 3.74, 9)) == "popular, avg 3.5, active"
+    assert stats_text(ItemStats(130, 3.74)) == "popular, avg 3.5"  # no recent count asked for: unchanged
+    cfg = CFG.model_copy(update={"item_recent": True, "member_summary": True, "stats_style": "scale", "max_eval_members": 10})
+    splits = build_ranking_splits(ml, cfg)
+    raw = ml.ratings
+    for r in splits["val"][:200]:
+        when = min(x.ts for x in splits["val"] if (x.member_id, x.task, x.prefix) == (r.member_id, r.task, r.prefix))
+        item = raw[(raw.movie_id == int(r.item_id)) & (raw.timestamp < when)]
+        recent = int((item.timestamp >= when - 30 * 86_400).sum())
+        assert r.candidate.endswith(f"recent {log2_scale(recent)}\nAnswer:"), r.candidate
+        shown = [int(line.rsplit("| ", 1)[1]) for line in r.prefix.split(":\n", 3)[-1].splitlines()]
+        assert f"History (avg {round(2 * sum(shown) / len(shown)) / 2:.1f}):" in r.prefix
