@@ -57,10 +57,6 @@ def collate_blocks(batch: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "labels": ids.clone()}
 
 
-class _LanguageModelTrainer(ResumingTrainer):
-    """The model's own causal-LM loss (plus the router's auxiliary loss for an MoE)."""
-
-
 def pretrain(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -92,7 +88,7 @@ def pretrain(
         model.config.router_aux_loss_coef = cfg.router_aux_loss_coef
         model.router_aux_loss_coef = cfg.router_aux_loss_coef
     output_dir.mkdir(parents=True, exist_ok=True)
-    trainer = _LanguageModelTrainer(
+    trainer = ResumingTrainer(  # the model's own causal-LM loss (plus the router's auxiliary loss for an MoE)
         model=model,
         args=training_arguments(cfg.train.model_copy(update={"eval_steps": 0, "early_stopping_patience": 0}), output_dir, n_items=len(blocks), seed=seed),
         train_dataset=ListDataset(blocks),

@@ -23,11 +23,6 @@ CFG = DataConfig(history_len=6, candidates_per_member=4, train_stride=24, eval_s
 
 
 @pytest.fixture(scope="module")
-def ml():
-    return load_movielens(None)
-
-
-@pytest.fixture(scope="module")
 def splits(ml):
     return build_ranking_splits(ml, CFG)
 

@@ -8,16 +8,11 @@ import pytest
 from recslm.baselines.features import DecisionTimeFeatures
 from recslm.baselines.models import NAMES, Split, fit_baselines
 from recslm.config import DataConfig
-from recslm.data.movielens import MovieLens, build_ranking_splits, load_movielens
+from recslm.data.movielens import MovieLens, build_ranking_splits
 from recslm.evaluate.metrics import auc_per_task
 from tests.unit.test_data import groups_of
 
 CFG = DataConfig(history_len=6, candidates_per_member=4, train_stride=24, eval_stride=16, max_eval_members=60, max_train_groups=900)
-
-
-@pytest.fixture(scope="module")
-def ml():
-    return load_movielens(None)
 
 
 @pytest.fixture(scope="module")
