@@ -106,8 +106,7 @@ def prune_student(
     inputs = configured_inputs(prune.calibration, train, tokenizer, seed)
     eval_records = load_split(data_dir, evaluate.split)
     groups = make_groups(train, tokenizer) if prune.redistill is not None else []
-    validating = prune.redistill is not None and prune.redistill.eval_steps > 0
-    validation = Validation(load_split(data_dir, "val"), tokenizer, max_groups=prune.redistill.eval_groups, seed=seed) if validating else None
+    validation = Validation.for_training(data_dir, tokenizer, prune.redistill, seed)
     solver = Solver(prune.method, prune.ridge, prune.refit, prune.local_search_iters)
     mlp_total, kv_total = int(model.config.intermediate_size), int(model.config.num_key_value_heads)
     limit = int(getattr(model.config, "max_position_embeddings", 0) or 0)

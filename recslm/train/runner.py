@@ -66,6 +66,15 @@ class Validation:
             groups = make_groups(records, tokenizer)
         self.records, self.groups, self.tokenizer = list(records), groups, tokenizer
 
+    @classmethod
+    def for_training(cls, data_dir: Path, tokenizer: PreTrainedTokenizerBase, cfg: TrainConfig | None, seed: int) -> Validation | None:
+        """The data artifact's val split as ``cfg`` asks for it (None when it validates nothing)."""
+        if cfg is None or not cfg.eval_steps:
+            return None
+        from recslm.data.build import load_split
+
+        return cls(load_split(data_dir, "val"), tokenizer, max_groups=cfg.eval_groups, seed=seed)
+
     def score(self, model: PreTrainedModel) -> dict[str, float]:
         from recslm.evaluate.metrics import auc_per_task, mean_auc
         from recslm.evaluate.scoring import score_records

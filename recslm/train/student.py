@@ -80,8 +80,7 @@ def make_student(
         if cfg.teacher_logits == "topk":
             topk = TopkStore.load(topk_dir / TOPK_FILE, groups)
             teacher = None  # the stored targets replace it: no teacher forward, no teacher memory
-    eval_groups = next((p.train.eval_groups for p in phases if p.train.eval_steps), None)
-    validation = Validation(load_split(data_dir, "val"), tokenizer, max_groups=eval_groups, seed=seed) if any(p.train.eval_steps for p in phases) else None
+    validation = Validation.for_training(data_dir, tokenizer, next((p.train for p in phases if p.train.eval_steps), None), seed)
     model, reports = distill_student(
         student, teacher, tokenizer, groups, cfg, work_dir,
         seed=seed, phases=phases, topk=topk, deepspeed=deepspeed, on_log=on_log, on_step=on_step, validation=validation,

@@ -50,7 +50,7 @@ def make_teacher(
             foundation_log = None if on_log is None else (lambda step, values: on_log(step, {f"foundation_{k}": v for k, v in values.items()}))
             metrics.update(pretrain(model, tokenizer, train_records, cfg.foundation, checkpoint_dir / "foundation", seed=seed, on_log=foundation_log, on_step=on_step))
         groups = make_groups(train_records, tokenizer)
-        validation = Validation(load_split(data_dir, "val"), tokenizer, max_groups=cfg.train.eval_groups, seed=seed) if cfg.train.eval_steps else None
+        validation = Validation.for_training(data_dir, tokenizer, cfg.train, seed)
         report = train_answer_model(model, tokenizer, groups, cfg.train, checkpoint_dir / "answer" if cfg.foundation else checkpoint_dir, seed=seed, on_log=on_log, on_step=on_step, validation=validation)
         metrics.update(
             best_step=report.best_step,
