@@ -9,7 +9,14 @@ from recslm.store import ArtifactRef
 
 
 def key(config: Any) -> Any:
-    return dump(config.data)
+    """The data section; a pretrained tokenizer also by the digest of its files (rebuilt in place, it is a new tokenizer)."""
+    section = dump(config.data)
+    tokenizer = config.data.tokenizer
+    if tokenizer.kind == "pretrained":
+        from recslm.store.digest import TOKENIZER_FILES, folder_digest
+
+        section["tokenizer"]["digest"] = folder_digest(tokenizer.path, "data.tokenizer.path", TOKENIZER_FILES)
+    return section
 
 
 def body(config: Any, ctx: StageContext, inputs: dict[str, ArtifactRef]) -> dict[str, Any]:

@@ -19,13 +19,18 @@ def key(config: Any, student: str, role: Role) -> Any:
     from recslm.train.student import sft_phases  # pydantic only
 
     spec = config.student(student)
+    described = dump(spec)
+    if spec.path is not None:  # initialized from a folder: its bytes decide the result, not its name
+        from recslm.store.digest import folder_digest
+
+        described["digest"] = folder_digest(spec.path, f"students[{student}].path")
     if role == "sft_baseline":
         phases = [dump(p) for p in sft_phases(config.distill)]
-        return {"student": dump(spec), "role": role, "phases": phases, "seed": config.student_seed()}
+        return {"student": described, "role": role, "phases": phases, "seed": config.student_seed()}
     distill = config.distill.model_dump(mode="json", exclude={"sft_baseline", "seed"})
     if config.distill.teacher_logits == "online":
         distill.pop("topk")
-    return {"student": dump(spec), "role": role, "distill": distill, "seed": config.student_seed()}
+    return {"student": described, "role": role, "distill": distill, "seed": config.student_seed()}
 
 
 def check_sources(config: Any, data_dir: Path) -> None:

@@ -11,7 +11,14 @@ from recslm.store import ArtifactRef
 
 
 def key(config: Any) -> Any:
-    return {"teacher": dump(config.teacher), "seed": config.run.seed}
+    """The teacher section and seed; a loaded teacher also by the digest of its folder (``make
+    teacher`` rebuilds models/demo-teacher in place: the store must not serve the old one)."""
+    section = dump(config.teacher)
+    if config.teacher.path is not None:
+        from recslm.store.digest import folder_digest
+
+        section["digest"] = folder_digest(config.teacher.path, "teacher.path")
+    return {"teacher": section, "seed": config.run.seed}
 
 
 def body(config: Any, ctx: StageContext, inputs: dict[str, ArtifactRef]) -> dict[str, Any]:
