@@ -288,7 +288,7 @@ def osscar(
     groups: Groups,
     keep: int,
     *,
-    ridge: float = 1e-2,
+    ridge: float = 1e-4,
     local_search_iters: int = 100,
     refit_weights: bool = True,
     greedy_block: int | None = None,
@@ -348,7 +348,7 @@ def osscar(
     except torch.linalg.LinAlgError as exc:
         raise SingularGramError(
             f"osscar: the calibration Gram matrix ({groups.width} columns) is singular at prune.ridge={ridge}: "
-            f"its inputs are collinear; raise prune.ridge (1e-2 is the default) or calibrate on more prompts ({exc})"
+            f"its inputs are collinear; raise prune.ridge (default 1e-4) or calibrate on more prompts ({exc})"
         ) from None
     new_weight = fitted if refit_weights else w[:, cols]
     error = best_error if refit_weights else reconstruction_error(w, h, cols)

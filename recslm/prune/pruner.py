@@ -79,7 +79,7 @@ class Solver:
     """How one layer's groups are chosen: the method and its settings."""
 
     method: Method = "osscar"
-    ridge: float = 1e-2
+    ridge: float = 1e-4
     refit: bool = True
     local_search_iters: int = 100
 

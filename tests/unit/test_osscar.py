@@ -75,7 +75,7 @@ def test_swap_updates_match_a_fresh_computation(size):
 def test_local_search_never_worsens_greedy_and_reports_both():
     for seed in range(10):
         w, x = problem(seed, 10)
-        result = osscar(w, x.T @ x, Groups(10, 1), 4)
+        result = osscar(w, x.T @ x, Groups(10, 1), 4, ridge=1e-2)
         assert result.error_local <= result.error_greedy * (1 + 1e-9)
         assert result.error == pytest.approx(reconstruction_error(w, damp(x.T @ x, 1e-2), result.keep_cols, result.new_weight), rel=1e-9)
         assert len(result.keep_groups) == 4 and result.keep_groups.tolist() == sorted(result.keep_groups.tolist())
@@ -92,7 +92,7 @@ def test_close_to_the_brute_force_optimum_on_small_problems():
         keep = int(torch.randint(1, count, (1,), generator=g))
         w, x = problem(1000 + seed, count, size)
         groups = Groups(count, size)
-        result = osscar(w, x.T @ x, groups, keep)
+        result = osscar(w, x.T @ x, groups, keep, ridge=1e-2)
         optimum = best_error(w, damp(x.T @ x, 1e-2), groups, keep)
         hits += result.error <= optimum * 1.01 + 1e-12
         greedy_hits += result.extra["error_backward_greedy"] <= optimum * 1.01 + 1e-12
@@ -172,4 +172,4 @@ def test_a_singular_gram_is_a_named_error_that_says_what_to_change():
     w, x = collinear_problem(0, 8, rank=3, noise=0.0)
     with pytest.raises(SingularGramError, match=r"prune\.ridge=0\.0.*raise prune\.ridge"):
         osscar(w, x.T @ x, Groups(8, 1), 4, ridge=0.0)
-    assert osscar(w, x.T @ x, Groups(8, 1), 4, ridge=1e-2).error >= 0  # the default damping copes
+    assert osscar(w, x.T @ x, Groups(8, 1), 4).error >= 0  # the default damping copes
