@@ -1,6 +1,7 @@
 # The two commands of the README. Each creates .venv and installs recslm into it on first use.
 #   make demo   run configs/demo.yaml: the whole pipeline on the bundled MovieLens data, on the CPU
 #   make test   run the test suite
+#   (make teacher rebuilds the demo's shipped teacher, models/demo-teacher)
 # Variables: PYTHON (an interpreter >= 3.11), TORCH_SPEC (the torch requirement installed first,
 # so pip never pulls a multi-GB CUDA build on a CPU machine), ARGS (extra arguments).
 
@@ -11,10 +12,17 @@ STAMP := $(VENV)/.installed
 DS_STAMP := $(VENV)/.installed-deepspeed
 SGL_STAMP := $(VENV)/.installed-sglang-parser
 
-.PHONY: demo smoke test install clean slurm
+.PHONY: demo smoke test install clean slurm teacher
 
 demo: $(STAMP)
 	$(VENV)/bin/recslm run configs/demo.yaml $(ARGS)
+
+# The teacher the demo starts from (models/demo-teacher, committed): configs/teacher.yaml trains it
+# (about 30 minutes on 2 CPU cores), then `recslm teacher export` copies it out of the store with its
+# card (command, commit, data key, val and test AUC beside the baselines).
+teacher: $(STAMP)
+	$(VENV)/bin/recslm run configs/teacher.yaml --run-id demo-teacher
+	$(VENV)/bin/recslm teacher export configs/teacher.yaml runs/demo-teacher --out models/demo-teacher
 
 smoke: $(STAMP)
 	$(VENV)/bin/recslm run configs/smoke.yaml $(ARGS)

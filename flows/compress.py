@@ -99,7 +99,7 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
         if references is not None:
             stages["baselines"] = references
         teacher = with_retries(teacher_task, config)(config, tracker.handle, data)
-        teacher_eval = with_retries(evaluate_task, config)(config, tracker.handle, teacher, data, "teacher")
+        teacher_eval = with_retries(evaluate_task, config)(config, tracker.handle, teacher, data, "teacher", references)
         stages.update({"teacher": teacher, "evaluate": teacher_eval})
         teacher_auc = TeacherAUC.of(teacher_eval.metrics)
         models = [model_record("teacher", "teacher", teacher_eval.metrics, teacher.key, teacher_auc), *baseline_records(references, teacher_auc)]
@@ -118,7 +118,7 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
         def check_gate() -> None:
             """Record the teacher gate on what has been evaluated; stop the run when it is required and fails."""
             nonlocal gate
-            gate = teacher_gate(models)
+            gate = teacher_gate(models, teacher_eval.metrics.get("vs_baselines"))
             logger.info("teacher gate:\n%s", gate.table())
             if config.select.require_teacher_gate and not gate.passed:
                 write_summary(summary_now(), run_dir)  # the error loses nothing already done
@@ -152,7 +152,7 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
                     stages["deploy"] = with_retries(deploy_task, config)(config, tracker.handle, data, served, release, run_id)
                     _report_deploy(stages["deploy"], release)
         else:
-            gate = teacher_gate(models)
+            gate = teacher_gate(models, teacher_eval.metrics.get("vs_baselines"))
         summary = summary_now()
         if release is not None and config.registry.enabled:
             registration = with_retries(register_task, config)(config, tracker.handle, summary, release, _bench_ttft_p99(stages))

@@ -1,4 +1,4 @@
-"""The ``recslm`` command's library half (typer): serve, bench, plan, eval, data, config.
+"""The ``recslm`` command's library half (typer): serve, bench, plan, eval, data, config, teacher.
 
 ``recslm run`` starts the Prefect flow, so it lives in the top layer (``flows/cli.py``,
 the console script), which adds it to this ``app``; the library never imports the flows.
@@ -17,13 +17,15 @@ from rich.console import Console
 from rich.table import Table
 
 from recslm.config import PipelineConfig, iter_fields, load_config
-from recslm.errors import RecslmError
+from recslm.errors import ConfigError, RecslmError
 
 app = typer.Typer(help="recslm: distill, prune, quantize and serve recommendation LLMs.", no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Build and check ranking data.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect pipeline configs.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
+teacher_app = typer.Typer(help="The shipped demo teacher.", no_args_is_help=True)
+app.add_typer(teacher_app, name="teacher")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -71,6 +73,9 @@ def print_summary(summary: dict) -> None:
         console.print(f"teacher gate: {'passes' if gate['passed'] else 'FAILS'} (teacher val {gate['teacher_val_auc_mean']:.4f}; "
                       f"best baseline {gate['best_baseline'] or '-'} {gate['best_baseline_val_auc_mean'] or float('nan'):.4f}; "
                       f"best SFT {gate['best_sft'] or '-'} {gate['best_sft_val_auc_mean'] or float('nan'):.4f})", soft_wrap=True)  # fmt: skip
+        for split, d in (gate.get("vs_best_baseline") or {}).items():
+            console.print(f"  teacher - {gate['best_baseline']} on {split}: {d['difference']:+.4f}, 95% interval [{d['low']:+.4f}, {d['high']:+.4f}] "
+                          f"(paired bootstrap over {int(d['members'])} members)", soft_wrap=True, highlight=False)  # fmt: skip
     if summary.get("winner"):
         console.print(f"winner (on val): {summary['winner']}")
     if summary.get("registry"):
@@ -229,6 +234,41 @@ def data_check(
         raise fail(exc) from None
     tasks = sorted({r.task for r in loaded.records})
     console.print(f"{path}: {len(loaded.records)} valid records, {loaded.bad_rows} bad rows skipped, tasks {tasks}", soft_wrap=True)
+
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    commit = head.stdout.strip()
+    return (commit + "+uncommitted changes" if dirty.stdout.strip() else commit) or None
+
+
+@teacher_app.command("export")
+def teacher_export(
+    config: ConfigArg,
+    run_dir: Annotated[Path, typer.Argument(help="The finished run of CONFIG (its folder holds summary.json).")],
+    out: Annotated[Path, typer.Option(help="Checkpoint folder to (re)write, with README.md and card.json.")] = Path("models/demo-teacher"),
+    set_: SetOpt = None,
+) -> None:
+    """Copy a run's teacher out of the store as a shipped checkpoint with its card."""
+    from recslm.models.card import export_teacher
+
+    try:
+        cfg = load_config(config, set_ or [])
+        summary_file = run_dir / "summary.json"
+        recorded = json.loads(summary_file.read_text()).get("config_hash") if summary_file.is_file() else None
+        if recorded is not None and recorded != cfg.config_hash():
+            raise ConfigError(f"{summary_file}: written by another config (hash {recorded[:12]}, {config} is {cfg.config_hash()[:12]}); pass the config and --set overrides of that run")
+        command = " ".join(["recslm run", str(config), *[f"--set {item}" for item in set_ or []], "--run-id", run_dir.name])
+        card = export_teacher(summary_file, cfg.data.model_dump(mode="json"), out, command, _git_commit())
+    except RecslmError as exc:
+        raise fail(exc) from None
+    console.print(f"{out}: teacher {card['params']:,} params, val mean AUC {card['teacher']['val_auc_mean']:.4f}, test {card['teacher']['auc_mean']:.4f}", highlight=False)
 
 
 @config_app.command("show")

@@ -95,12 +95,17 @@ class TeacherGate(BaseModel):
     best_sft: str | None = None
     best_sft_val_auc_mean: float | None = None
     rows: list[dict[str, object]]
+    # the teacher's mean AUC minus the best baseline's per split, with its member-bootstrap
+    # interval (recslm.evaluate.bootstrap): how sure the verdict is, not what decides it
+    vs_best_baseline: dict[str, dict[str, float]] | None = None
 
     def table(self) -> str:
         head = f"{'model':<28}{'role':<14}{'val auc':>9}{'test auc':>10}"
         lines = [head, "-" * len(head)]
         for row in self.rows:
             lines.append(f"{row['name']:<28}{row['role']:<14}{row['val_auc_mean']:>9.4f}{row['auc_mean']:>10.4f}")
+        for split, d in (self.vs_best_baseline or {}).items():
+            lines.append(f"teacher - {self.best_baseline} on {split}: {d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] ({d['level']:.0%} interval, {int(d['draws'])} draws over {int(d['members'])} members)")
         verdict = "passes" if self.passed else "FAILS"
         lines.append(f"teacher gate {verdict}: the teacher's val AUC must beat the best baseline's and the best SFT student's")
         return "\n".join(lines)
@@ -117,8 +122,9 @@ class TeacherGateError(RecslmError):
         )
 
 
-def teacher_gate(models: Sequence[Any]) -> TeacherGate:
-    """The gate on the models evaluated so far (summary lines with ``role``, ``name``, ``val_auc_mean``)."""
+def teacher_gate(models: Sequence[Any], vs_baselines: dict[str, dict[str, dict[str, float]]] | None = None) -> TeacherGate:
+    """The gate on the models evaluated so far (summary lines with ``role``, ``name``, ``val_auc_mean``);
+    ``vs_baselines`` (the teacher's evaluate metrics) adds the intervals against the best baseline."""
     teacher = next(m for m in models if m.role == "teacher")
 
     def best(role: str) -> Any | None:
@@ -135,6 +141,7 @@ def teacher_gate(models: Sequence[Any]) -> TeacherGate:
         passed=passed, teacher_val_auc_mean=teacher.val_auc_mean, rows=rows,
         best_baseline=baseline.name if baseline else None, best_baseline_val_auc_mean=baseline.val_auc_mean if baseline else None,
         best_sft=sft.name if sft else None, best_sft_val_auc_mean=sft.val_auc_mean if sft else None,
+        vs_best_baseline=(vs_baselines or {}).get(baseline.name) if baseline else None,
     )  # fmt: skip
 
 

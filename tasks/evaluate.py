@@ -13,6 +13,9 @@ from tasks.tracking import TrackingHandle
 
 
 @task(name="evaluate", **TASK_DEFAULTS)
-def evaluate_task(config: PipelineConfig, tracking: TrackingHandle, model: ArtifactRef, data: ArtifactRef, model_name: str) -> ArtifactRef:
-    """AUC per task and mean on the configured split, with prefix-shared scoring."""
-    return run_stage(evaluate.STAGE, config, tracking, {"model": model, "data": data}, remote=True, model_name=model_name)
+def evaluate_task(
+    config: PipelineConfig, tracking: TrackingHandle, model: ArtifactRef, data: ArtifactRef, model_name: str, baselines: ArtifactRef | None = None
+) -> ArtifactRef:
+    """AUC per task and mean on the configured split, with prefix-shared scoring (and, given the
+    baselines, the differences to them with member-bootstrap intervals)."""
+    return run_stage(evaluate.STAGE, config, tracking, {"model": model, "data": data, "baselines": baselines}, remote=True, model_name=model_name)

@@ -104,7 +104,9 @@ def prune_student(
     model = load_model(student_dir / "model")
     train = load_split(data_dir, "train")
     inputs = configured_inputs(prune.calibration, train, tokenizer, seed)
-    eval_records = load_split(data_dir, evaluate.split)
+    # per-step AUCs are a diagnostic read while tuning the schedule: on val, so test stays
+    # scored once (by the evaluate stage, on the final model)
+    eval_records = load_split(data_dir, "val")
     groups = make_groups(train, tokenizer) if prune.redistill is not None else []
     validation = Validation.for_training(data_dir, tokenizer, prune.redistill, seed)
     solver = Solver(prune.method, prune.ridge, prune.refit, prune.local_search_iters)
@@ -124,7 +126,7 @@ def prune_student(
         save_model(model, tokenizer, step_dir / "pruned")
         report: dict[str, Any] = {
             "step": i, "mlp_fraction": step.mlp_fraction, "heads_fraction": step.heads_fraction,
-            "mlp_keep": keeps.mlp, "kv_keep": keeps.kv, **result.dump(), "pruned": _auc(step_dir / "pruned", eval_records, evaluate, data_dir),
+            "mlp_keep": keeps.mlp, "kv_keep": keeps.kv, **result.dump(), "auc_split": "val", "pruned": _auc(step_dir / "pruned", eval_records, evaluate, data_dir),
         }  # fmt: skip
         final = step_dir / "pruned"
         if prune.redistill is not None:

@@ -12,7 +12,8 @@ from recslm.store import ArtifactRef
 
 
 def key(config: Any, model_name: str) -> Any:
-    """The model and data are inputs; the name is a label. Batch size changes speed, not scores."""
+    """The model and data are inputs (and the baselines, for the teacher: its differences to
+    them with intervals); the name is a label. Batch size changes speed, not scores."""
     return config.evaluate.model_dump(mode="json", exclude={"groups_per_batch"})
 
 
@@ -29,7 +30,30 @@ def body(config: Any, ctx: StageContext, inputs: dict[str, ArtifactRef], model_n
                 prefix_sharing=config.evaluate.prefix_sharing, groups_per_batch=config.evaluate.groups_per_batch,
                 data_tokenizer_dir=tokenizer_path(data), scores_out=ctx.out / scores_file(split, config.evaluate.split), on_progress=on_progress,
             )  # fmt: skip
-    return with_validation(results[config.evaluate.split], results["val"], config.evaluate.split)
+    metrics = with_validation(results[config.evaluate.split], results["val"], config.evaluate.split)
+    if inputs.get("baselines") is not None:
+        metrics["vs_baselines"] = versus_baselines(ctx.out, inputs["baselines"].path, config.evaluate.split)
+    return metrics
+
+
+def versus_baselines(scores_dir: Any, baselines_dir: Any, reported: str, draws: int = 1000) -> dict[str, dict[str, Any]]:
+    """This model's mean AUC minus each baseline's, on val and on the reported split, with a
+    member-bootstrap interval (same records, paired): how sure "the LM beats it" is."""
+    import pandas as pd
+
+    from recslm.errors import DataError
+    from recslm.evaluate.bootstrap import paired_auc_difference
+
+    out: dict[str, dict[str, Any]] = {}
+    for split in dict.fromkeys(("val", reported)):
+        mine = pd.read_parquet(scores_dir / scores_file(split, reported))
+        theirs = pd.read_parquet(baselines_dir / f"scores-{split}.parquet")
+        if len(mine) != len(theirs) or not (mine["task"].to_numpy() == theirs["task"].to_numpy()).all() or not (mine["label"].to_numpy() == theirs["label"].to_numpy()).all():
+            raise DataError(f"{split}: the baselines' scores are not on this model's records (another data artifact?)")
+        for name in theirs.columns.drop(["task", "label"]):
+            diff = paired_auc_difference(mine["task"], mine["label"], mine["member_id"], mine["score"], theirs[name], draws=draws)
+            out.setdefault(name, {})[split] = diff.as_dict()
+    return out
 
 
 def scores_file(split: str, reported: str) -> str:

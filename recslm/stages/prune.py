@@ -14,10 +14,11 @@ RECIPE_FIELDS = {"kd_weight", "ce_weight", "prompt_weight", "beta", "temperature
 
 def key(config: Any, model_name: str) -> Any:
     """The prune section, the recipe used to re-distill, the seed, and the profile's threshold
-    (with ``parts: auto`` the profile decides which parts are pruned)."""
+    (with ``parts: auto`` the profile decides which parts are pruned). ``step_reports`` names
+    the split the per-step AUCs are measured on (val: test is scored once, by evaluate)."""
     prune = config.prune.model_dump(mode="json", exclude={"enabled"})
     recipe = config.distill.model_dump(mode="json", include=RECIPE_FIELDS)
-    return {"prune": prune, "recipe": recipe, "seed": config.student_seed(), "min_share": config.profile.min_share}
+    return {"prune": prune, "recipe": recipe, "seed": config.student_seed(), "min_share": config.profile.min_share, "step_reports": "val"}
 
 
 def uses(config: Any, model_name: str) -> set[str]:

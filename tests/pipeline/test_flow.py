@@ -64,6 +64,13 @@ def test_summary_json_follows_the_contract(smoke):
     assert gate["best_baseline"] in baselines and gate["passed"] == (
         teacher["val_auc_mean"] > max(m["val_auc_mean"] for m in summary["models"] if m["role"] in ("baseline", "sft_baseline"))
     )
+    # the teacher's difference to every baseline on the same records, with a member-bootstrap interval
+    vs = summary["stages"]["evaluate"]["metrics"]["vs_baselines"]
+    assert set(vs) == set(baselines) and gate["vs_best_baseline"] == vs[gate["best_baseline"]]
+    for split, model_auc in (("val", "val_auc_mean"), ("test", "auc_mean")):
+        d = vs["logistic_regression"][split]
+        assert d["difference"] == pytest.approx(teacher[model_auc] - baselines["logistic_regression"][model_auc], abs=1e-9)
+        assert d["low"] <= d["difference"] <= d["high"] and d["draws"] > 900
 
 
 def test_the_winner_is_profiled_pruned_on_schedule_and_redistilled(smoke):
@@ -85,6 +92,7 @@ def test_the_winner_is_profiled_pruned_on_schedule_and_redistilled(smoke):
     for step in steps:
         assert step["params_after"] < step["params_before"]
         assert set(step["pruned"]["auc"]) == set(step["redistilled"]["auc"]) == {"like", "love", "next"}
+        assert step["auc_split"] == "val"  # test is scored once, by evaluate
         assert step["redistill_steps"] == 20 and set(step["prefill_ms"]) == {"64", "256"}
         for layer in step["records"]:
             assert layer["method"] == "osscar" and layer["error_local"] <= layer["error_greedy"] * (1 + 1e-9)

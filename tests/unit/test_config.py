@@ -17,9 +17,11 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_shipped_configs_validate(repo_root):
-    for name in ("smoke.yaml", "demo.yaml"):
+    for name in ("smoke.yaml", "teacher.yaml"):  # these train a mixture-of-experts teacher
         cfg = load_config(repo_root / "configs" / name)
         assert cfg.teacher.arch is not None and cfg.teacher.arch.family == "mixtral"
+    demo = load_config(repo_root / "configs" / "demo.yaml")  # starts from the one teacher.yaml built
+    assert demo.teacher.path is not None and demo.teacher.arch is None
 
 
 def test_unknown_key_names_field_and_file(tmp_path):

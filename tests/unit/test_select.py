@@ -147,3 +147,15 @@ def test_the_teacher_gate_compares_val_against_the_best_baseline_and_sft_student
     text = str(TeacherGateError(gate))
     assert "require_teacher_gate" in text and "s-sft" in text and "logistic_regression" in text and "FAILS" in text
     assert not teacher_gate([_line("teacher", "teacher", 0.70), _line("gradient_boosting", "baseline", 0.71)]).passed
+
+
+def test_the_gate_carries_the_interval_against_the_best_baseline_only():
+    from recslm.select import teacher_gate
+
+    models = [_line("teacher", "teacher", 0.75), _line("logistic_regression", "baseline", 0.74), _line("popularity", "baseline", 0.6)]
+    interval = {"difference": 0.01, "low": -0.002, "high": 0.021, "level": 0.95, "draws": 1000, "members": 166}
+    vs = {"logistic_regression": {"val": interval, "test": interval}, "popularity": {"val": {**interval, "difference": 0.15}}}
+    gate = teacher_gate(models, vs)
+    assert gate.vs_best_baseline == vs["logistic_regression"]
+    assert "teacher - logistic_regression on test: +0.0100 [-0.0020, +0.0210]" in gate.table()
+    assert teacher_gate(models).vs_best_baseline is None
