@@ -63,7 +63,7 @@ def teacher_card(summary: dict[str, Any], data_section: dict[str, Any], command:
         "params": teacher["params"],
         "params_non_embedding": teacher.get("params_non_embedding"),
         "bytes": teacher["bytes"],
-        "training": {k: stage.get(k) for k in ("steps", "best_step", "best_val", "stopped_early", "train_wall_s", "train_examples_per_s", "foundation_wall_s")},
+        "training": {k: stage.get(k) for k in ("steps", "best_step", "best_val", "stopped_early", "train_wall_s", "train_examples_per_s", "foundation_wall_s", "val_history")},
         "teacher": {"val_auc": teacher["val_auc"], "val_auc_mean": teacher["val_auc_mean"], "auc": teacher["auc"], "auc_mean": teacher["auc_mean"]},
         "baselines": {
             m["name"]: {"val_auc": m["val_auc"], "val_auc_mean": m["val_auc_mean"], "auc": m["auc"], "auc_mean": m["auc_mean"]}
@@ -82,6 +82,12 @@ def _auc_table(card: dict[str, Any]) -> str:
         cells = [f"{r['val_auc'][t]:.4f}" for t in tasks] + [f"{r['val_auc_mean']:.4f}"] + [f"{r['auc'][t]:.4f}" for t in tasks] + [f"**{r['auc_mean']:.4f}**"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _curve(history: list[dict[str, float]] | None) -> str:
+    if not history:
+        return ""
+    return "; val mean AUC during training: " + ", ".join(f"{int(h['step'])}: {h['val_auc_mean']:.4f}" for h in history)
 
 
 def _gate_lines(card: dict[str, Any]) -> str:
@@ -115,7 +121,7 @@ recslm on the MovieLens 100K ranking records of the demo (tasks like, love, next
   ({card['train_groups']:,} train groups)
 - training: {training['steps']} steps, best step {training['best_step']} (the checkpoint with the best val mean AUC on the
   val sample scored during training, {training['best_val']:.4f}, is kept), {training['train_wall_s']:.0f} s on 2 CPU cores
-  ({training['train_examples_per_s']} examples/s)
+  ({training['train_examples_per_s']} examples/s){_curve(training.get("val_history"))}
 
 ## What it scores
 

@@ -24,6 +24,8 @@ def key(config: Any) -> Any:
 def body(config: Any, ctx: StageContext, inputs: dict[str, ArtifactRef]) -> dict[str, Any]:
     from recslm.train.teacher import make_teacher  # torch, Trainer: only when the stage runs
 
+    if config.teacher.path is not None:  # loaded, not trained: no steps to show
+        return make_teacher(config.teacher, inputs["data"].path, ctx.out, ctx.work / "checkpoints", seed=config.run.seed)
     with progress_bar("teacher SFT steps") as on_step:
         return make_teacher(config.teacher, inputs["data"].path, ctx.out, ctx.work / "checkpoints",
                             seed=config.run.seed, on_log=ctx.log_curve, on_step=on_step)  # fmt: skip

@@ -14,7 +14,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +237,9 @@ class TrainReport:
     best_step: int | None = None  # the checkpoint kept, chosen on val (None: no validation, the last step)
     best_metric: float | None = None
     stopped_early: bool = False
+    # the val scores logged during training ({"step", "val_auc_mean", "val_loss", ...}): the curve a
+    # shipped checkpoint's card shows, and what a resumed run continues (the Trainer's state keeps it)
+    val_history: list[dict[str, float]] = field(default_factory=list)
 
 
 def _is_complete(checkpoint: Path) -> bool:
@@ -291,6 +294,7 @@ def fit(trainer: Trainer, output_dir: Path, *, examples: int, items: int) -> Tra
         examples=examples,
         groups=items,
         examples_per_s=float(result.metrics.get("train_samples_per_second", 0.0)) * examples / max(items, 1),
+        val_history=[{k: v for k, v in entry.items() if k == "step" or k.startswith("val_")} for entry in state.log_history if "val_auc_mean" in entry],
     )
 
 

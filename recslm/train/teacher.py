@@ -63,6 +63,7 @@ def make_teacher(
             train_wall_s=round(report.wall_s, 2),
             train_examples_per_s=round(report.examples_per_s, 2),
             resumed_from=report.resumed_from,
+            val_history=report.val_history,
         )
     val_records = load_split(data_dir, "val")
     val_groups = make_groups(val_records, tokenizer)[:VAL_LOSS_GROUPS]

@@ -40,6 +40,7 @@ def test_a_foundation_phase_runs_first_and_validation_picks_the_checkpoint(data_
     metrics = make_teacher(cfg, data_dir, tmp_path / "out", tmp_path / "ckpt", seed=0, on_log=lambda s, v: logs.append((s, v)))
     assert metrics["foundation_steps"] == 4 and metrics["foundation_blocks"] > 0 and metrics["steps"] == 4
     assert metrics["best_step"] in (2, 4) and 0 <= metrics["best_val"] <= 1
+    assert [int(h["step"]) for h in metrics["val_history"]] == [2, 4]
     assert (tmp_path / "ckpt" / "foundation" / "report.json").is_file() and list((tmp_path / "ckpt" / "answer").glob("checkpoint-*"))
     assert any("foundation_loss" in v for _, v in logs) and any("val_auc_mean" in v for _, v in logs)
 

@@ -83,6 +83,9 @@ def test_validation_keeps_the_best_checkpoint_on_val_and_logs_val_curves(family,
     best = max(curve, key=lambda s: (curve[s]["val_auc_mean"], -s))
     assert report.best_step == best and report.best_metric == pytest.approx(curve[best]["val_auc_mean"])
     assert validation.score(model)["auc_mean"] == pytest.approx(curve[best]["val_auc_mean"], abs=1e-9)
+    # the report keeps the same curve (a shipped checkpoint's card shows it)
+    assert [int(h["step"]) for h in report.val_history] == [3, 6, 9, 12]
+    assert [h["val_auc_mean"] for h in report.val_history] == pytest.approx([curve[s]["val_auc_mean"] for s in (3, 6, 9, 12)])
 
 
 def test_early_stopping_ends_training_when_val_stops_improving(tmp_path):

@@ -33,7 +33,8 @@ def _run(tmp_path, weights: bytes = b"w" * 100):
         "run_id": "t", "config_hash": "h", "recslm_version": "0.2.0",
         "stages": {
             "data": {**stage, "uri": str(store / "data"), "metrics": {"splits": {"val": {"like": {"records": 24}}}}},
-            "teacher": {**stage, "uri": str(store / "teacher"), "metrics": {"model_type": "mixtral", "hidden_size": 8, "num_layers": 1, "num_heads": 1, "num_kv_heads": 1, "intermediate_size": 8, "num_experts": 2, "steps": 10, "best_step": 5, "best_val": 0.8, "train_wall_s": 3.0, "train_examples_per_s": 9.0, "train_groups": 3}},
+            "teacher": {**stage, "uri": str(store / "teacher"), "metrics": {"model_type": "mixtral", "hidden_size": 8, "num_layers": 1, "num_heads": 1, "num_kv_heads": 1, "intermediate_size": 8, "num_experts": 2, "steps": 10, "best_step": 5, "best_val": 0.8, "train_wall_s": 3.0, "train_examples_per_s": 9.0, "train_groups": 3,
+                                                                            "val_history": [{"step": 5, "val_auc_mean": 0.8, "val_loss": 0.5}, {"step": 10, "val_auc_mean": 0.79, "val_loss": 0.5}]}},
             "evaluate": {**stage, "uri": str(store / "evaluate"), "metrics": {}},
         },
         "models": [_model("teacher", "teacher", 0.0), _model("logistic_regression", "baseline", -0.05)],
@@ -56,6 +57,7 @@ def test_export_copies_the_model_and_writes_the_card(tmp_path):
     assert card["check"][9]["candidate"] == "C9\nAnswer:" and card["check"][9]["label"] == 1
     readme = (out / CARD_README).read_text()
     assert "make teacher" in readme and "| logistic_regression |" in readme and "Harper" in readme
+    assert "val mean AUC during training: 5: 0.8000, 10: 0.7900" in readme
 
 
 def test_export_refuses_a_checkpoint_too_large_to_ship_and_keeps_the_old_one(tmp_path):
