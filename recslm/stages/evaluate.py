@@ -4,6 +4,7 @@ member's prefix once, its KV cache for all k)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from recslm.progress import progress_bar
@@ -36,7 +37,7 @@ def body(config: Any, ctx: StageContext, inputs: dict[str, ArtifactRef], model_n
     return metrics
 
 
-def versus_baselines(scores_dir: Any, baselines_dir: Any, reported: str, draws: int = 1000) -> dict[str, dict[str, Any]]:
+def versus_baselines(scores_dir: Path, baselines_dir: Path, reported: str, draws: int = 1000) -> dict[str, dict[str, Any]]:
     """This model's mean AUC minus each baseline's, on val and on the reported split, with a
     member-bootstrap interval (same records, paired): how sure "the LM beats it" is."""
     import pandas as pd
