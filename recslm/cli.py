@@ -1,4 +1,4 @@
-"""The ``recslm`` command's library half (typer): serve, bench, plan, eval, data, config, teacher.
+"""The ``recslm`` command's library half (typer): serve, bench, plan, eval, compare, data, config, teacher.
 
 ``recslm run`` starts the Prefect flow, so it lives in the top layer (``flows/cli.py``,
 the console script), which adds it to this ``app``; the library never imports the flows.
@@ -234,6 +234,27 @@ def data_check(
         raise fail(exc) from None
     tasks = sorted({r.task for r in loaded.records})
     console.print(f"{path}: {len(loaded.records)} valid records, {loaded.bad_rows} bad rows skipped, tasks {tasks}", soft_wrap=True)
+
+
+@app.command("compare")
+def compare(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run's folder (holds summary.json).")],
+    a: Annotated[str, typer.Argument(help="Model name (teacher, a student, a baseline, ...).")],
+    b: Annotated[str, typer.Argument(help="The model to compare it with.")],
+    draws: Annotated[int, typer.Option(help="Bootstrap draws over members.")] = 1000,
+) -> None:
+    """A - B in mean AUC on val and the reported split, with a paired member-bootstrap 95% interval."""
+    from recslm.evaluate.compare import compare_models
+
+    try:
+        file = run_dir / "summary.json"
+        if not file.is_file():
+            raise ConfigError(f"{file}: not found; pass a run folder")
+        result = compare_models(json.loads(file.read_text()), a, b, draws=draws)
+    except RecslmError as exc:
+        raise fail(exc) from None
+    for split, d in result.items():
+        console.print(f"{a} - {b} on {split}: {d.text()}", highlight=False)
 
 
 def _git_commit() -> str | None:
