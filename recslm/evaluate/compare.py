@@ -16,6 +16,12 @@ from recslm.errors import ConfigError
 from recslm.evaluate.bootstrap import PairedDifference, paired_auc_difference
 
 
+def on_same_records(x: pd.DataFrame, y: pd.DataFrame) -> bool:
+    """Two score tables in the same record order (same length, tasks and labels): the pairing
+    every difference here relies on."""
+    return len(x) == len(y) and bool((x["task"].to_numpy() == y["task"].to_numpy()).all()) and bool((x["label"].to_numpy() == y["label"].to_numpy()).all())
+
+
 def _stage_dir(summary: dict[str, Any], stage: str) -> Path:
     record = summary["stages"].get(stage)
     if record is None:
@@ -47,7 +53,7 @@ def compare_models(summary: dict[str, Any], a: str, b: str, draws: int = 1000, s
     out: dict[str, PairedDifference] = {}
     for split in dict.fromkeys(("val", reported)):
         x, y = model_scores(summary, a, split), model_scores(summary, b, split)
-        if len(x) != len(y) or not (x["task"].to_numpy() == y["task"].to_numpy()).all() or not (x["label"].to_numpy() == y["label"].to_numpy()).all():
+        if not on_same_records(x, y):
             raise ConfigError(f"{a} and {b} were not scored on the same {split} records")
         out[split] = paired_auc_difference(x["task"], x["label"], x["member_id"], x["score"], y["score"], draws=draws, seed=seed)
     return out

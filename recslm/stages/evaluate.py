@@ -44,12 +44,13 @@ def versus_baselines(scores_dir: Path, baselines_dir: Path, reported: str, draws
 
     from recslm.errors import DataError
     from recslm.evaluate.bootstrap import paired_auc_difference
+    from recslm.evaluate.compare import on_same_records
 
     out: dict[str, dict[str, Any]] = {}
     for split in dict.fromkeys(("val", reported)):
         mine = pd.read_parquet(scores_dir / scores_file(split, reported))
         theirs = pd.read_parquet(baselines_dir / f"scores-{split}.parquet")
-        if len(mine) != len(theirs) or not (mine["task"].to_numpy() == theirs["task"].to_numpy()).all() or not (mine["label"].to_numpy() == theirs["label"].to_numpy()).all():
+        if not on_same_records(mine, theirs):
             raise DataError(f"{split}: the baselines' scores are not on this model's records (another data artifact?)")
         for name in theirs.columns.drop(["task", "label"]):
             diff = paired_auc_difference(mine["task"], mine["label"], mine["member_id"], mine["score"], theirs[name], draws=draws)
