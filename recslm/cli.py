@@ -15,9 +15,11 @@ import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from recslm.config import PipelineConfig, iter_fields, load_config
 from recslm.errors import ConfigError, RecslmError
+from recslm.serve.limits import ServeLimits
 
 app = typer.Typer(help="recslm: distill, prune, quantize and serve recommendation LLMs.", no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Build and check ranking data.", no_args_is_help=True)
@@ -27,8 +29,10 @@ app.add_typer(config_app, name="config")
 teacher_app = typer.Typer(help="The shipped demo teacher.", no_args_is_help=True)
 app.add_typer(teacher_app, name="teacher")
 
-console = Console()
-err_console = Console(stderr=True)
+# markup off: messages and tables carry paths, names and data ("rec[v2].jsonl") that rich
+# would otherwise read as markup, dropping "[v2]" or crashing on "[/x]"
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 
 ConfigArg = Annotated[Path, typer.Argument(help="Pipeline config YAML (e.g. configs/demo.yaml).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: --set teacher.train.epochs=2 (repeatable).")]
@@ -36,7 +40,7 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a f
 
 def fail(exc: RecslmError) -> typer.Exit:
     """The one way a command reports an error: one line on stderr, exit code 2."""
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    err_console.print(Text.assemble(("error:", "bold red"), f" {exc}"), highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -67,7 +71,7 @@ def print_summary(summary: dict) -> None:
             f"{val_mean:.4f}" if val_mean is not None else "-", f"{val_delta:+.2f}" if val_delta is not None else "-",
         )
     # a log file or pipe gets rich's 80 columns, which would cut model names: use a wide console there
-    (console if console.is_terminal else Console(width=220)).print(models)
+    (console if console.is_terminal else Console(width=220, markup=False)).print(models)
     if summary.get("teacher_gate"):
         gate = summary["teacher_gate"]
         console.print(f"teacher gate: {'passes' if gate['passed'] else 'FAILS'} (teacher val {gate['teacher_val_auc_mean']:.4f}; "
@@ -92,13 +96,18 @@ def serve(
     cache_tokens: Annotated[int, typer.Option(help="Radix prefix-cache budget in tokens (0 = no prefix cache).")] = 200_000,
     batch_window_ms: Annotated[float, typer.Option(help="How long the batcher waits for more requests once one arrived (0: take what queued meanwhile).")] = 0.0,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's).")] = None,
+    max_body_bytes: Annotated[int, typer.Option(min=1, help="Largest request body; larger ones get a 413 before they are parsed.")] = ServeLimits.max_body_bytes,
+    max_items: Annotated[int, typer.Option(min=1, help="Most items in one /v1/score request (400 beyond).")] = ServeLimits.max_items,
+    max_request_tokens: Annotated[int, typer.Option(min=1, help="Most tokens in one request: query + items, or prompt + max_new_tokens (400 beyond).")] = ServeLimits.max_request_tokens,
+    max_batch_tokens: Annotated[int, typer.Option(min=1, help="Most packed item tokens in one scoring forward (bounds memory; larger batches are split).")] = ServeLimits.max_batch_tokens,
 ) -> None:
     """Serve a model with the local engine: SGLang's /generate, /v1/score, /health and /model_info."""
     from recslm.serve.server import serve as run_server
 
     if not (model_dir / "config.json").is_file():
         raise fail(RecslmError(f"{model_dir}: not a Hugging Face model directory (config.json missing)"))
-    run_server(model_dir, host=host, port=port, cache_tokens=cache_tokens, batch_window_ms=batch_window_ms, threads=threads)
+    limits = ServeLimits(max_body_bytes=max_body_bytes, max_items=max_items, max_request_tokens=max_request_tokens, max_batch_tokens=max_batch_tokens)
+    run_server(model_dir, host=host, port=port, cache_tokens=cache_tokens, batch_window_ms=batch_window_ms, threads=threads, limits=limits)
 
 
 @app.command()
@@ -312,7 +321,7 @@ def config_fields() -> None:
     for name, type_name, default, description in iter_fields(PipelineConfig):
         table.add_row(name, type_name, json.dumps(default, default=str), description)
     # piped output (docs, grep) gets full-width rows instead of folded cells
-    (console if console.is_terminal else Console(width=220)).print(table)
+    (console if console.is_terminal else Console(width=220, markup=False)).print(table)
 
 
 if __name__ == "__main__":

@@ -8,31 +8,44 @@ engine runs unchanged against an SGLang server, and the other way round.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+
+def _encodable(text: str) -> str:
+    """JSON may carry lone UTF-16 surrogates (``"\\ud800"``) that no tokenizer or response can
+    encode: refuse them here, as a 400 naming the position, not deep in the engine as a 500."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not valid Unicode: a lone surrogate {text[exc.start]!r} at character {exc.start}") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
 
 
 class SamplingParams(BaseModel):
     model_config = ConfigDict(extra="ignore")  # SGLang has many more; unknown ones are not ours to refuse
 
     max_new_tokens: int = Field(128, ge=1)
-    temperature: float = Field(1.0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
+    temperature: float = Field(1.0, ge=0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
     stop_token_ids: list[int] = Field(default_factory=list)
-    seed: int | None = Field(None, alias="sampling_seed")
+    seed: int | None = Field(None, alias="sampling_seed", ge=0, le=2**64 - 1)  # what torch.Generator accepts
 
 
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    text: str | None = None
+    text: Text | None = None
     input_ids: list[int] | None = None
     sampling_params: SamplingParams = Field(default_factory=SamplingParams)
     return_logprob: bool = False
     token_ids_logprob: list[int] | None = None
     stream: bool = False
-    rid: str | None = None
+    rid: Text | None = None
 
     @model_validator(mode="after")
     def _one_prompt(self) -> GenerateRequest:
@@ -44,11 +57,11 @@ class GenerateRequest(BaseModel):
 class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    query: str | list[int]
-    items: str | list[str] | list[list[int]]
+    query: Text | list[int]
+    items: Text | list[Text] | list[list[int]]
     label_token_ids: list[int] = Field(min_length=1)
     apply_softmax: bool = False
-    model: str | None = None
+    model: Text | None = None
 
     @model_validator(mode="after")
     def _items_list(self) -> ScoreRequest:

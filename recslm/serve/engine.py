@@ -29,7 +29,12 @@ from recslm.data.tokenizer import encode_candidate, encode_prefix, load_tokenize
 from recslm.errors import RecslmError
 from recslm.models.compat import with_cache
 from recslm.models.factory import load_model
+from recslm.serve.limits import ServeLimits
 from recslm.serve.radix import KV, RadixCache, kv_length
+
+GREEDY_BELOW = 1e-6
+"""Temperatures below this decode greedily, as SGLang does: dividing logits by a near-zero
+temperature overflows to inf and the sampling distribution to NaN."""
 
 
 class RequestError(RecslmError):
@@ -74,7 +79,9 @@ class EngineStats:
 
 
 class Engine:
-    def __init__(self, model_dir: Path, *, cache_tokens: int = 200_000, max_batch_rows: int = 256, threads: int | None = None):
+    def __init__(
+        self, model_dir: Path, *, cache_tokens: int = 200_000, max_batch_rows: int = 256, threads: int | None = None, limits: ServeLimits | None = None,
+    ):  # fmt: skip
         if threads:
             torch.set_num_threads(threads)
         self.model_dir = Path(model_dir)
@@ -84,6 +91,7 @@ class Engine:
         self.head = self.model.get_output_embeddings()
         self.cache = RadixCache(cache_tokens)
         self.max_batch_rows = max_batch_rows
+        self.limits = limits or ServeLimits()
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 0) or 0) or 1 << 30
         self.vocab_size = int(self.head.weight.shape[0])
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -148,21 +156,28 @@ class Engine:
     # ------------------------------------------------------------------ scoring
     @torch.no_grad()
     def score(self, jobs: Sequence[ScoreJob]) -> list[ScoreResult]:
-        """Score every job; jobs run together, up to ``max_batch_rows`` items per forward."""
+        """Score every job. Each job's items are packed into rows of at most
+        ``limits.max_row_tokens`` tokens behind a copy of its query's KV, and rows into
+        forwards of at most ``max_batch_rows`` items and ``limits.max_batch_tokens`` tokens,
+        so memory stays bounded whatever the requests' sizes."""
         prefixes, cached = [], []
         for job in jobs:
             kv, hit = self.prefix(job.query)
             prefixes.append(kv)
             cached.append(hit)
+        rows = [(j, row) for j, job in enumerate(jobs) for row in _pack(job.items, self.limits.max_row_tokens)]
         logprobs: list[torch.Tensor] = []
-        chunk: list[int] = []
-        for j, job in enumerate(jobs):
-            if chunk and sum(len(jobs[c].items) for c in chunk) + len(job.items) > self.max_batch_rows:
-                logprobs.append(self._items_logprobs([prefixes[c] for c in chunk], [jobs[c].items for c in chunk]))
-                chunk = []
-            chunk.append(j)
+        chunk: list[tuple[int, list[list[int]]]] = []
+        items = tokens = 0
+        for j, row in rows:
+            row_tokens = sum(map(len, row))
+            if chunk and (items + len(row) > self.max_batch_rows or tokens + row_tokens > self.limits.max_batch_tokens):
+                logprobs.append(self._items_logprobs([prefixes[c] for c, _ in chunk], [r for _, r in chunk]))
+                chunk, items, tokens = [], 0, 0
+            chunk.append((j, row))
+            items, tokens = items + len(row), tokens + row_tokens
         if chunk:
-            logprobs.append(self._items_logprobs([prefixes[c] for c in chunk], [jobs[c].items for c in chunk]))
+            logprobs.append(self._items_logprobs([prefixes[c] for c, _ in chunk], [r for _, r in chunk]))
         all_logprobs = torch.cat(logprobs)
         results, cursor = [], 0
         for job, hit in zip(jobs, cached):
@@ -247,12 +262,27 @@ class Engine:
         return result
 
 
+def _pack(items: list[list[int]], row_tokens: int) -> list[list[list[int]]]:
+    """Consecutive items grouped into rows of at most ``row_tokens`` tokens (an item longer
+    than that gets a row of its own); item order is kept, so results concatenate back."""
+    rows: list[list[list[int]]] = []
+    size = 0
+    for item in items:
+        if not rows or size + len(item) > row_tokens:
+            rows.append([])
+            size = 0
+        rows[-1].append(item)
+        size += len(item)
+    return rows
+
+
 def _sample(logprobs: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
-    if temperature <= 0:
+    if temperature < GREEDY_BELOW:
         return int(torch.argmax(logprobs))
     probs = torch.softmax(logprobs / temperature, dim=-1)
     if top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)
         keep = torch.cumsum(sorted_probs, dim=0) - sorted_probs < top_p
+        keep[0] = True  # the most likely token always stays (a tiny top_p rounds to 0 in float32)
         probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
     return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))

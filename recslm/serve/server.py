@@ -7,7 +7,11 @@ first; 0 by default: waiting costs every request its latency) and hands it over 
 go: all ``/v1/score`` requests of a batch share one suffix forward over their items,
 ``/generate`` requests run after them. A bad request gets a 400 with the reason (pydantic
 validation errors too, not FastAPI's 422); an unexpected error fails that request (500)
-and leaves the server up. On SIGTERM uvicorn stops accepting and finishes what is queued.
+and leaves the server up, and never the other requests of its batch: a batch that fails is
+re-run one request at a time. What one request may ask is bounded (:mod:`recslm.serve.limits`):
+the body's bytes before it is parsed, the item count before tokenizing, the tokens after;
+tokenizing runs off the event loop, so a large body never stalls ``/health``. On SIGTERM
+uvicorn stops accepting and finishes what is queued.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +31,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recslm.serve.api import GenerateRequest, ScoreRequest, generate_response, score_response
 from recslm.serve.engine import Engine, RequestError, ScoreJob
+from recslm.serve.limits import ServeLimits, over_limit
 
 
 @dataclass
@@ -41,6 +48,36 @@ class _Pending:
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "code": status}}, status_code=status)
+
+
+class BodyLimit:
+    """ASGI middleware: a body over ``limit`` bytes gets a 413 before it is parsed. The
+    Content-Length header is checked first; a body sent without one (chunked) is counted as
+    it arrives and refused at the limit (an HTTPException, which FastAPI's body parsing
+    passes through to the app's handler)."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            message = over_limit("request body bytes", int(declared), "max_body_bytes", self.limit)
+            return await _error(413, message)(scope, receive, send)
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise HTTPException(413, over_limit("request body bytes", received, "max_body_bytes", self.limit) + " (so far)")
+            return message
+
+        await self.app(scope, counted, send)
 
 
 class Batcher:
@@ -74,17 +111,22 @@ class Batcher:
         with self.lock:
             scores = [p for p in batch if p.kind == "score"]
             if scores:
-                self._settle_all(scores, lambda: self.engine.score([p.payload for p in scores]))
+                self._settle(scores, self.engine.score)
             for p in batch:
                 if p.kind == "generate":
-                    self._settle_all([p], lambda p=p: [self.engine.generate(**p.payload)])
+                    self._settle([p], lambda payloads: [self.engine.generate(**payloads[0])])
 
-    def _settle_all(self, pending: list[_Pending], compute) -> None:
+    def _settle(self, pending: list[_Pending], compute: Callable[[list[Any]], list[Any]]) -> None:
+        """Run ``compute`` over the batch's payloads; if it fails and the batch holds more than
+        one request, run each alone, so only the request that fails gets the error."""
         try:
-            results = compute()
-        except Exception as exc:  # noqa: BLE001 - one batch's failure must not stop the server
-            for p in pending:
-                p.future.get_loop().call_soon_threadsafe(_set_exception, p.future, exc)
+            results = compute([p.payload for p in pending])
+        except Exception as exc:  # noqa: BLE001 - one request's failure must not stop the server or its batch
+            if len(pending) > 1:
+                for p in pending:
+                    self._settle([p], compute)
+                return
+            pending[0].future.get_loop().call_soon_threadsafe(_set_exception, pending[0].future, exc)
             return
         for p, result in zip(pending, results):
             p.future.get_loop().call_soon_threadsafe(_set_result, p.future, result)
@@ -100,13 +142,16 @@ def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
         future.set_exception(exc)
 
 
-def create_app(model_dir: Path, *, cache_tokens: int = 200_000, batch_window_ms: float = 0.0, threads: int | None = None) -> FastAPI:
+def create_app(
+    model_dir: Path, *, cache_tokens: int = 200_000, batch_window_ms: float = 0.0, threads: int | None = None, limits: ServeLimits | None = None,
+) -> FastAPI:  # fmt: skip
     """The FastAPI app serving the model in ``model_dir`` (loaded once, at startup)."""
     state: dict[str, Any] = {}
+    limits = limits or ServeLimits()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = await asyncio.to_thread(Engine, model_dir, cache_tokens=cache_tokens, threads=threads)
+        engine = await asyncio.to_thread(Engine, model_dir, cache_tokens=cache_tokens, threads=threads, limits=limits)
         batcher = Batcher(engine, batch_window_ms)
         state.update(engine=engine, batcher=batcher, task=asyncio.create_task(batcher.run()), name=Path(model_dir).name)
         yield
@@ -115,6 +160,7 @@ def create_app(model_dir: Path, *, cache_tokens: int = 200_000, batch_window_ms:
             await state["task"]
 
     app = FastAPI(title="recslm local engine", lifespan=lifespan)
+    app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -124,6 +170,11 @@ def create_app(model_dir: Path, *, cache_tokens: int = 200_000, batch_window_ms:
     @app.exception_handler(RequestError)
     async def refused(request: Request, exc: RequestError) -> JSONResponse:
         return _error(400, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # FastAPI's own refusals (a body it cannot parse, e.g. JSON nested too deep; 404; 405)
+        return _error(exc.status_code, f"invalid request: {exc.detail}" if exc.status_code == 400 else str(exc.detail))
 
     @app.exception_handler(Exception)
     async def failed(request: Request, exc: Exception) -> JSONResponse:
@@ -160,8 +211,12 @@ def create_app(model_dir: Path, *, cache_tokens: int = 200_000, batch_window_ms:
     @app.post("/v1/score")
     async def score(body: ScoreRequest) -> dict[str, Any]:
         engine: Engine = state["engine"]
-        query = engine.encode_query(body.query)
-        items = [engine.encode_item(i) for i in body.items]
+        if len(body.items) > limits.max_items:
+            raise RequestError(over_limit("items", len(body.items), "max_items", limits.max_items))
+        query, items = await asyncio.to_thread(lambda: (engine.encode_query(body.query), [engine.encode_item(i) for i in body.items]))
+        total = len(query) + sum(map(len, items))
+        if total > limits.max_request_tokens:
+            raise RequestError(over_limit("request tokens (query + items)", total, "max_request_tokens", limits.max_request_tokens))
         engine.check_ids(query, "query", extra=max(map(len, items)))
         for i, item in enumerate(items):
             engine.check_ids(item, f"items[{i}]")
@@ -173,8 +228,10 @@ def create_app(model_dir: Path, *, cache_tokens: int = 200_000, batch_window_ms:
     @app.post("/generate", response_model=None)
     async def generate(body: GenerateRequest) -> dict[str, Any] | StreamingResponse:
         engine: Engine = state["engine"]
-        ids = engine.encode_query(body.text) if body.text is not None else list(body.input_ids)
+        ids = await asyncio.to_thread(engine.encode_query, body.text) if body.text is not None else list(body.input_ids)
         sp = body.sampling_params
+        if len(ids) + sp.max_new_tokens > limits.max_request_tokens:
+            raise RequestError(over_limit("request tokens (prompt + max_new_tokens)", len(ids) + sp.max_new_tokens, "max_request_tokens", limits.max_request_tokens))
         engine.check_ids(ids, "input_ids" if body.input_ids is not None else "text", extra=sp.max_new_tokens)
         if body.token_ids_logprob:
             engine.check_ids(body.token_ids_logprob, "token_ids_logprob")
@@ -269,9 +326,12 @@ def background_server(model_dir: Path, *, startup_timeout_s: float = 120.0, **ap
         thread.join(timeout=60)
 
 
-def serve(model_dir: Path, *, host: str = "127.0.0.1", port: int = 30000, cache_tokens: int = 200_000, batch_window_ms: float = 0.0, threads: int | None = None) -> None:
+def serve(
+    model_dir: Path, *, host: str = "127.0.0.1", port: int = 30000, cache_tokens: int = 200_000, batch_window_ms: float = 0.0,
+    threads: int | None = None, limits: ServeLimits | None = None,
+) -> None:  # fmt: skip
     """Run the server until SIGINT/SIGTERM (uvicorn finishes in-flight requests first)."""
     import uvicorn
 
-    app = create_app(model_dir, cache_tokens=cache_tokens, batch_window_ms=batch_window_ms, threads=threads)
+    app = create_app(model_dir, cache_tokens=cache_tokens, batch_window_ms=batch_window_ms, threads=threads, limits=limits)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=30)
