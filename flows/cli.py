@@ -6,6 +6,7 @@ to import the flows; ``recslm.cli`` (and ``import recslm``) never pulls in Prefe
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Annotated, Optional
 
@@ -22,16 +23,45 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
+class _ExpectedErrorsInOneLine(logging.Filter):
+    """Prefect logs every exception a flow or task raises with its traceback. For recslm's own
+    errors (bad config, data, checkpoint: :class:`RecslmError`) the message is the whole story
+    and the CLI prints it as its last line; the traceback is noise, shown only with --debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], RecslmError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_prefect_tracebacks() -> None:
+    quiet = _ExpectedErrorsInOneLine()
+    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith("prefect"))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if quiet.__class__ not in {type(f) for f in handler.filters}:
+                handler.addFilter(quiet)
+
+
 @app.command()
-def run(config: ConfigArg, set_: SetOpt = None, run_id: Annotated[Optional[str], typer.Option(help="Run id (default: time stamp + random suffix).")] = None) -> None:
+def run(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    run_id: Annotated[Optional[str], typer.Option(help="Run id (default: time stamp + random suffix).")] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks (Prefect's and recslm's) for recslm's own errors too.")] = False,
+) -> None:
     """Run the pipeline and write <run.root>/<run id>/summary.json."""
     try:
         cfg = load_config(config, set_ or [])
         _prefect_defaults()
         from flows.compress import compress  # Prefect and MLflow load only when a run starts
 
+        if not debug:
+            _quiet_prefect_tracebacks()
         summary = compress(cfg, run_id=run_id)
     except RecslmError as exc:
+        if debug:
+            raise
         raise fail(exc) from None
     print_summary(summary.model_dump(mode="json"))
 

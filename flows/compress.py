@@ -35,7 +35,7 @@ from tasks.quantize import quantize_task
 from tasks.register import register_task
 from tasks.serve import deploy_task
 from tasks.teacher import teacher_task
-from tasks.tracking import Tracker, TrackingHandle
+from tasks.tracking import Tracker, TrackingHandle, artifact_location_for
 
 
 def unavailable_stages(config: PipelineConfig) -> list[str]:
@@ -54,8 +54,10 @@ def _start_tracking(config: PipelineConfig, run_id: str) -> Tracker:
     if not config.tracking.enabled:
         return Tracker(TrackingHandle(enabled=False))
     config.run.root.mkdir(parents=True, exist_ok=True)
+    uri = config.tracking_uri()
     return Tracker.start_pipeline(
-        uri=config.tracking_uri(),
+        uri=uri,
+        artifact_location=artifact_location_for(uri, config.run.root),
         experiment=config.tracking.experiment or config.run.name,
         run_name=run_id,
         params=config.model_dump(mode="json"),
@@ -76,6 +78,7 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
             "this version of recslm cannot run " + ", ".join(missing)
             + ": turn those off or upgrade recslm"
         )
+    distill.check_student_paths(config)  # a student folder that is not there stops before any work
     if config.prune.enabled:
         from recslm.prune.schedule import plan
 

@@ -21,7 +21,7 @@ from recslm.store import ArtifactRef, store_for
 from tasks.options import with_retries
 from tasks.register import registered_name
 from tasks.serve import deploy_task
-from tasks.tracking import Tracker
+from tasks.tracking import Tracker, artifact_location_for
 
 
 class DeployChampionParams(BaseModel):
@@ -54,6 +54,7 @@ def deploy_champion(params: DeployChampionParams = DeployChampionParams()) -> di
     tracker = Tracker.start_pipeline(
         uri=config.tracking_uri(), experiment=config.tracking.experiment or config.run.name, run_name=f"deploy-{name}-v{version.version}",
         params={"alias": params.alias, "version": version.version}, tags={"recslm.deploys": f"{name}/{version.version}"},
+        artifact_location=artifact_location_for(config.tracking_uri(), config.run.root),
     )  # fmt: skip
     try:
         deployed: ArtifactRef = with_retries(deploy_task, config)(config, tracker.handle, data, model, tags["recslm.name"], f"{name}-v{version.version}")

@@ -28,6 +28,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 teacher_app = typer.Typer(help="The shipped demo teacher.", no_args_is_help=True)
 app.add_typer(teacher_app, name="teacher")
+store_app = typer.Typer(help="Inspect the artifact store.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
 
 # markup off: messages and tables carry paths, names and data ("rec[v2].jsonl") that rich
 # would otherwise read as markup, dropping "[v2]" or crashing on "[/x]"
@@ -157,13 +159,17 @@ def plan_(
     tensor_parallel: Annotated[int, typer.Option(help="GPUs per replica.")] = 1,
 ) -> None:
     """Replicas and GPUs for a target load and p99 SLO, from benchmark results of one replica."""
-    from recslm.serve.capacity import CapacityError, plan
+    from recslm.serve.capacity import CapacityError, parse_results, plan
 
     try:
-        results = json.loads(bench_json.read_text())["results"]
+        document = json.loads(bench_json.read_bytes())
+    except OSError as exc:
+        raise fail(RecslmError(f"{bench_json}: cannot read it ({exc.strerror or exc})")) from None
+    except (ValueError, RecursionError) as exc:  # bad JSON, not UTF-8, nested too deep, a 5,000-digit number
+        raise fail(RecslmError(f"{bench_json}: not JSON ({type(exc).__name__}: {str(exc)[:200]})")) from None
+    try:
+        results = parse_results(document, str(bench_json))
         console.print(plan(results, target, slo_p99_ms, burst=burst, spare=spare, tensor_parallel=tensor_parallel).describe())
-    except (OSError, KeyError, json.JSONDecodeError) as exc:
-        raise fail(RecslmError(f"{bench_json}: not a recslm bench result ({exc})")) from None
     except (CapacityError, ValueError) as exc:
         raise fail(RecslmError(str(exc))) from None
 
@@ -299,6 +305,30 @@ def teacher_export(
     except RecslmError as exc:
         raise fail(exc) from None
     console.print(f"{out}: teacher {card['params']:,} params, val mean AUC {card['teacher']['val_auc_mean']:.4f}, test {card['teacher']['auc_mean']:.4f}", highlight=False)
+
+
+@store_app.command("verify")
+def store_verify(
+    store: Annotated[Path, typer.Argument(help="A local artifact store folder (store.uri; by default <run.root>/store).")] = Path("runs/store"),
+    quarantine: Annotated[bool, typer.Option(help="Move corrupt artifacts to <store>/_corrupt/, so the next run rebuilds them.")] = False,
+) -> None:
+    """Re-hash every published artifact against the manifest in its stage.json; exit code 2 if any is corrupt (and left in place)."""
+    from recslm.store.integrity import verify_store
+
+    if not store.is_dir():
+        raise fail(ConfigError(f"{store}: not a folder; expected a local artifact store (e.g. runs/store)"))
+    verdicts = verify_store(store, quarantine=quarantine)
+    table = Table(title=f"artifacts in {store}")
+    for col in ("stage", "key", "status", "problem"):
+        table.add_column(col, overflow="fold")
+    for v in verdicts:
+        problem = "; ".join(f"{p.file} {p.what}" for p in v.problems) + (f" (moved to {v.moved_to})" if v.moved_to else "")
+        table.add_row(v.stage, v.key[:12], v.status, problem)
+    (console if console.is_terminal else Console(width=220, markup=False)).print(table)
+    counts = {status: sum(v.status == status for v in verdicts) for status in ("ok", "corrupt", "unverified")}
+    console.print(f"{counts['ok']} ok, {counts['corrupt']} corrupt, {counts['unverified']} unverified (published before manifests)", highlight=False)
+    if counts["corrupt"] and not quarantine:
+        raise fail(RecslmError(f"{counts['corrupt']} corrupt artifact(s) in {store}; `recslm store verify {store} --quarantine` moves them aside"))
 
 
 @config_app.command("show")

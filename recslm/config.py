@@ -12,18 +12,23 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from recslm.errors import ConfigError
+from recslm.yamlfile import YamlError, load_yaml
 
 
 class StrictModel(BaseModel):
-    """Base for config sections: unknown keys are errors, values are validated on assignment."""
+    """Base for config sections: unknown keys are errors, values are validated on assignment,
+    and no float is infinite or NaN (an ``.inf`` learning rate is a typo, not a setting)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
+
+
+Seed = Annotated[int, Strict()]
+"""A seed is an integer as written: ``true`` or ``1.0`` is a mistake, not seed 1."""
 
 
 # --------------------------------------------------------------------------- run / store / tracking
@@ -32,7 +37,14 @@ class StrictModel(BaseModel):
 class RunConfig(StrictModel):
     name: str = Field("recslm", description="Human name of the pipeline; used as the MLflow experiment name.")
     root: Path = Field(Path("runs"), description="Folder for run folders (summary.json) and local stores; relative to the working directory.")
-    seed: int = Field(0, description="Global seed for data sampling, initialization and training.")
+    seed: Seed = Field(0, description="Global seed for data sampling, initialization and training.")
+
+    @field_validator("root")
+    @classmethod
+    def _root_is_a_folder(cls, root: Path) -> Path:
+        if root.exists() and not root.is_dir():
+            raise ValueError(f"{root} exists and is not a folder; expected a folder for run folders (created if missing)")
+        return root
 
 
 class RegistryConfig(StrictModel):
@@ -122,7 +134,7 @@ class DataConfig(StrictModel):
     eval_stride: int = Field(8, ge=1, description="Interactions between two validation or test snapshots of the same member.")
     max_train_groups: int | None = Field(None, ge=1, description="Cap on training groups (member x task x snapshot), sampled with the seed.")
     max_eval_members: int | None = Field(None, ge=1, description="Cap on members in val and test, sampled with the seed.")
-    seed: int = Field(0, description="Seed for negative sampling and subsampling.")
+    seed: Seed = Field(0, description="Seed for negative sampling and subsampling.")
     on_bad_rows: Literal["error", "skip"] = Field("error", description="records source: stop on malformed rows (listing their line numbers) or drop and count them.")
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
 
@@ -287,7 +299,7 @@ class DistillConfig(StrictModel):
     topk: int = Field(64, ge=1, description="k for precomputed teacher log-probs.")
     sft_baseline: bool = Field(False, description="Also train each student with cross-entropy only, for comparison.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="How the student samples on-policy responses (generative data).")
-    seed: int | None = Field(None, description="Seed of student initialization and data order; empty = run.seed (vary it alone to measure seed noise with the same teacher).")
+    seed: Seed | None = Field(None, description="Seed of student initialization and data order; empty = run.seed (vary it alone to measure seed noise with the same teacher).")
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
 
 
@@ -560,9 +572,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key.strip() or any(not p for p in path):
         raise ConfigError(f"--set {item!r}: expected a dotted key such as teacher.train.epochs")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from exc
+        value = load_yaml(raw) if raw.strip() else ""
+    except YamlError as exc:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
     return path, value
 
 
@@ -608,9 +620,14 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         elif err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; `recslm config fields` lists the valid ones)"
         got = err.get("input")
-        shown = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
+        shown = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {_short(repr(got))})"
         lines.append(f"{source}: {loc}: {msg}{shown}")
     return "invalid config\n" + "\n".join(lines)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    """A value as the error shows it: a config's values are short; an expanded one is not echoed whole."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
 
 
 def load_config(path: Path | str | None = None, overrides: list[str] | None = None) -> PipelineConfig:
@@ -622,9 +639,16 @@ def load_config(path: Path | str | None = None, overrides: list[str] | None = No
         if not file.is_file():
             raise ConfigError(f"{file}: config file not found")
         try:
-            raw = yaml.safe_load(file.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+            text = file.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = file.read_bytes()[: exc.start].count(b"\n") + 1
+            raise ConfigError(f"{file}: line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save the config as UTF-8") from None
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot read the config ({exc.strerror or exc})") from None
+        try:
+            raw = load_yaml(text) or {}
+        except YamlError as exc:
+            raise ConfigError(f"{file}: not valid YAML: {exc}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{file}: expected a mapping of sections at the top level, got {type(raw).__name__}")
     raw = apply_overrides(raw, list(overrides or []))

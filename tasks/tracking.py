@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
@@ -50,10 +51,13 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=handle.uri) if handle.enabled else None
 
     @classmethod
-    def start_pipeline(cls, uri: str, experiment: str, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> Tracker:
+    def start_pipeline(
+        cls, uri: str, experiment: str, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str], artifact_location: str | None = None,
+    ) -> Tracker:  # fmt: skip
+        """The parent run of a pipeline run; a new experiment stores its artifacts at ``artifact_location`` (None: the server's default)."""
         client = MlflowClient(tracking_uri=uri)
         found = client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found is not None else _create_experiment(client, experiment)
+        experiment_id = found.experiment_id if found is not None else _create_experiment(client, experiment, artifact_location)
         run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
         tracker = cls(TrackingHandle(enabled=True, uri=uri, experiment_id=experiment_id, parent_run_id=run.info.run_id))
         tracker.log_params(run.info.run_id, params)
@@ -98,10 +102,17 @@ class Tracker:
             self.client.set_terminated(run_id, status=status)
 
 
-def _create_experiment(client: MlflowClient, name: str) -> str:
+def artifact_location_for(uri: str, root: Path) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a local SQLite backend, under the
+    run root (not in ./mlruns of whatever folder the run started in); a tracking server
+    decides for itself (None)."""
+    return (Path(root) / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite:") else None
+
+
+def _create_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
     """Create the experiment, tolerating a concurrent creator."""
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=artifact_location)
     except Exception:  # mlflow raises MlflowException on a name clash with a concurrent run
         found = client.get_experiment_by_name(name)
         if found is None:

@@ -57,6 +57,14 @@ class RankingRecord(BaseModel):
         value = _plain(value)
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
+    @field_validator("member_id", "task", "prefix", "candidate")
+    @classmethod
+    def _has_text(cls, value: str) -> str:
+        # a whitespace-only prompt part tokenizes to (almost) nothing and scores as noise
+        if value[:1].isspace() and not value.strip():
+            raise ValueError("is only whitespace; expected text")
+        return value
+
     @field_validator("label", mode="before")
     @classmethod
     def _binary(cls, value: Any) -> int:
@@ -150,6 +158,10 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
                 yield number, json.loads(line)
             except json.JSONDecodeError as exc:
                 yield number, _Unreadable(f"invalid JSON ({exc.msg} at column {exc.colno})")
+            except RecursionError:
+                yield number, _Unreadable("JSON nested too deeply (a record is one flat object)")
+            except ValueError as exc:  # e.g. an integer beyond Python's 4,300-digit conversion limit
+                yield number, _Unreadable(f"invalid JSON ({exc})")
 
 
 def _read_parquet_table(path: Path) -> pa.Table:

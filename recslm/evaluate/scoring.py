@@ -12,6 +12,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from recslm.data.records import RankingRecord
+from recslm.errors import DataError
 from recslm.data.tokenizer import answer_token_ids
 from recslm.models.prefix import Group, answer_logits_naive, answer_logits_shared, batches, make_groups
 
@@ -27,6 +28,23 @@ class ScoreResult:
     groups: int
     tokens_computed: int
     seconds: float
+
+
+def check_context(model: PreTrainedModel, groups: Sequence[Group]) -> None:
+    """Every prompt (prefix + candidate) fits the model's context, as the server demands: past
+    ``max_position_embeddings`` a model extrapolates positions it never saw (or fails
+    outright), and an AUC computed that way is not one anyone should trust."""
+    context = int(getattr(model.config, "max_position_embeddings", 0) or 0)
+    if not context:
+        return
+    for group in groups:
+        longest = max(len(c) for c in group.candidate_ids)
+        if len(group.prefix_ids) + longest > context:
+            first = group.record_index[0] if group.record_index else "?"
+            raise DataError(
+                f"record {first} (member {group.member_id}, task {group.task}): the prompt is {len(group.prefix_ids) + longest:,} tokens, "
+                f"beyond the model's context of {context:,} (max_position_embeddings); shorten the prefix (data.history_len) or use a longer-context model"
+            )
 
 
 def score_records(
@@ -47,6 +65,7 @@ def score_records(
     ids = answer_token_ids(tokenizer)
     yes_id, no_id = ids[1], ids[0]
     groups = groups if groups is not None else make_groups(records, tokenizer)
+    check_context(model, groups)
     forward = answer_logits_shared if prefix_sharing else answer_logits_naive
     scores = np.zeros(len(records), dtype=np.float64)
     labels = np.zeros(len(records), dtype=np.int64)

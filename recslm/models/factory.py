@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoModelForCausalLM,
     LlamaConfig,
@@ -89,17 +90,60 @@ def load_model(path: Path, trust_remote_code: bool = False, dtype: torch.dtype =
     path = Path(path)
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path}: not a Hugging Face model directory (config.json missing)")
-    if not any(path.glob("*.safetensors")):
-        raise CheckpointError(f"{path}: no *.safetensors weights; recslm loads safetensors only (no pickle)")
+    check_safetensors(path)
     try:
         with warnings.catch_warnings():  # "quantization_config passed and in the checkpoint": the override is the point
             warnings.filterwarnings("ignore", message=".*quantization_config.*")
             model = AutoModelForCausalLM.from_pretrained(
                 str(path), dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code, **_quantized_loading(path)
             )
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
         raise CheckpointError(f"{path}: cannot load the model ({exc})") from exc
     return model
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse anything but complete safetensors weights before transformers sees the folder:
+    every shard a ``*.index.json`` names must be a ``.safetensors`` file in the folder (an
+    index of ``.bin`` shards would otherwise slip past a "some *.safetensors exists" check),
+    and every weights file must have a readable header and the bytes it announces (a
+    truncated file is named here, not deep in the loader)."""
+    indexes = sorted(path.glob("*.index.json"))
+    shards: set[str] = set()
+    for index in indexes:
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            named = set(weight_map.values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{index}: not a readable shard index (expected a JSON object with a weight_map): {exc}") from None
+        pickled = sorted(n for n in named if not str(n).endswith(".safetensors"))
+        if pickled:
+            raise CheckpointError(f"{index}: names shards {pickled[:3]} that are not safetensors; recslm loads safetensors only (no pickle)")
+        missing = sorted(n for n in named if not (path / n).is_file() or Path(n).name != n)
+        if missing:
+            raise CheckpointError(f"{index}: names shards {missing[:3]} that are not files in {path}")
+        shards |= named
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{path}: no *.safetensors weights; recslm loads safetensors only (no pickle)")
+    for file in files:
+        _check_safetensors_file(file)
+
+
+def _check_safetensors_file(file: Path) -> None:
+    """Header readable and the data it describes present: size = 8 + header length + last data offset."""
+    size = file.stat().st_size
+    try:
+        with file.open("rb") as handle:
+            header_len = int.from_bytes(handle.read(8), "little")
+            if size < 8 or header_len <= 0 or 8 + header_len > size:
+                raise ValueError(f"header of {header_len:,} bytes does not fit in {size:,}")
+            header = json.loads(handle.read(header_len))
+        end = max((int(t["data_offsets"][1]) for name, t in header.items() if name != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{file}: not a readable safetensors file ({exc})") from None
+    if 8 + header_len + end != size:
+        raise CheckpointError(f"{file}: {size:,} bytes, but its header describes {8 + header_len + end:,} (truncated or padded); rebuild or re-download it")
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
 from recslm.errors import RecslmError
 
 
@@ -44,6 +46,43 @@ class Plan:
             f"at {self.replica_capacity:.2f} members/s each within p99 {self.slo_p99_ms:g} ms, + {self.spare} spare) = "
             f"{self.gpus} GPUs at tensor parallel {self.tensor_parallel}"
         )
+
+
+class _Rate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    members_per_s: float = Field(ge=0, allow_inf_nan=False)
+
+
+class _Latency(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    p99: float = Field(ge=0, allow_inf_nan=False)
+
+
+class _BenchRun(BaseModel):
+    """The fields of one ``recslm bench --json`` result that sizing reads."""
+
+    model_config = ConfigDict(extra="ignore")
+    workload: _Rate
+    throughput: _Rate
+    errors: int = Field(ge=0)
+    member_latency_ms: _Latency
+
+
+_RESULTS = TypeAdapter(list[_BenchRun])
+
+
+def parse_results(document: Any, source: str) -> list[dict[str, Any]]:
+    """The ``results`` of a bench JSON document, checked; errors name the JSON path."""
+    if not isinstance(document, dict) or "results" not in document:
+        raise CapacityError(f"{source}: not a recslm bench result (expected a JSON object with a 'results' list)")
+    try:
+        runs = _RESULTS.validate_python(document["results"])
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in ('results', *e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        raise CapacityError(f"{source}: not a recslm bench result ({problems})") from None
+    if not runs:
+        raise CapacityError(f"{source}: 'results' is empty; run `recslm bench --json` with at least one load")
+    return [run.model_dump() for run in runs]
 
 
 def replica_capacity(results: list[dict[str, Any]], slo_p99_ms: float, keep_up: float = 0.95) -> float:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from recslm.config import StudentSpec
+from recslm.errors import ConfigError
 from recslm.progress import progress_bar
 from recslm.stages.base import Stage, StageContext, dump
 from recslm.store import ArtifactRef
@@ -31,6 +32,19 @@ def key(config: Any, student: str, role: Role) -> Any:
     if config.distill.teacher_logits == "online":
         distill.pop("topk")
     return {"student": described, "role": role, "distill": distill, "seed": config.student_seed()}
+
+
+def check_student_paths(config: Any) -> None:
+    """Every ``students[i].path`` is a Hugging Face model folder: checked when the run starts,
+    before the data stage, so a typo costs seconds and names the field."""
+    for i, spec in enumerate(config.students):
+        if spec.path is None:
+            continue
+        where = f"students[{i}].path ({spec.name})"
+        if not Path(spec.path).is_dir():
+            raise ConfigError(f"{where}: {spec.path} is not a directory; expected a Hugging Face model folder (config.json, *.safetensors, tokenizer files)")
+        if not (Path(spec.path) / "config.json").is_file():
+            raise ConfigError(f"{where}: {spec.path} has no config.json; expected a Hugging Face model folder")
 
 
 def check_sources(config: Any, data_dir: Path) -> None:

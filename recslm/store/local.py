@@ -19,6 +19,7 @@ import recslm
 from recslm.errors import CheckpointError, ConfigError
 from recslm.jsonfile import write_json
 from recslm.store.artifact import METRICS_FILE, STAGE_FILE, ArtifactRef, ArtifactStore
+from recslm.store.integrity import MANIFEST_FIELD, build_manifest, verify_on_use
 
 
 class LocalStore:
@@ -35,10 +36,13 @@ class LocalStore:
         return self.root / stage / key
 
     def lookup(self, stage: str, key: str) -> ArtifactRef | None:
-        """The published artifact for (stage, key), or None. A folder without stage.json never counts."""
+        """The published artifact for (stage, key), or None. A folder without stage.json never counts;
+        one whose files differ from its manifest is a :class:`CorruptArtifactError`
+        (see :mod:`recslm.store.integrity`)."""
         folder = self.artifact_dir(stage, key)
         if not (folder / STAGE_FILE).is_file():
             return None
+        verify_on_use(self.root, stage, key, folder)
         metrics = json.loads((folder / METRICS_FILE).read_text()) if (folder / METRICS_FILE).is_file() else {}
         return ArtifactRef(uri=str(folder), key=key, kind=stage, metrics=metrics, cached=True)
 
@@ -78,8 +82,10 @@ class LocalStore:
         self, stage: str, key: str, staging: Path, *, metrics: dict[str, Any], stage_config: Any, input_keys: dict[str, str], wall_s: float,
         extra: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
-        """metrics.json and stage.json into a staged artifact (stage.json is what makes it count)."""
+        """metrics.json and stage.json into a staged artifact (stage.json is what makes it count,
+        and records every other file's size and sha256)."""
         write_json(staging / METRICS_FILE, metrics, sort_keys=True)
+        manifest = build_manifest(staging)
         write_json(
             staging / STAGE_FILE,
             {
@@ -92,6 +98,7 @@ class LocalStore:
                 "host": socket.gethostname(),
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 **(extra or {}),
+                MANIFEST_FIELD: manifest,
             },
             sort_keys=True,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -19,6 +20,31 @@ def test_bad_config_is_one_clear_error_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert "teacher.train.epoch: unknown key" in proc.stderr and str(bad) in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+BAD_STUDENT = """run: {name: bad-student, root: ROOT, seed: 0}
+tracking: {enabled: false}
+registry: {enabled: false}
+students:
+  - name: s1
+    path: ROOT/no-such-student
+"""
+
+
+def test_an_error_raised_inside_the_flow_is_one_line_and_debug_shows_the_traceback(tmp_path):
+    """The flow's own checks (here: a student folder that is not there, found before the data
+    stage) reach the user as the one `error:` line; Prefect's traceback only with --debug."""
+    config = tmp_path / "bad.yaml"
+    config.write_text(BAD_STUDENT.replace("ROOT", str(tmp_path)))
+    env = {**os.environ, "RECSLM_PROGRESS": "0"}
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(config)], capture_output=True, text=True, timeout=300, env=env)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output
+    assert "error: students[0].path (s1):" in proc.stderr and "is not a directory" in proc.stderr
+    assert "Traceback" not in output
+    assert not list(tmp_path.glob("*/records")) and not (tmp_path / "store" / "data").exists()  # nothing ran before the check
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(config), "--debug"], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode != 0 and "Traceback" in proc.stdout + proc.stderr
 
 
 def test_config_fields_and_show(repo_root):

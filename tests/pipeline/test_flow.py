@@ -222,6 +222,10 @@ def test_mlflow_holds_the_same_teacher_auc(smoke):
     assert "train/loss_kd" in kd.data.metrics and "train/loss_prompt_kd" in kd.data.metrics
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"summary.json", "auc_delta.png"} <= artifacts
+    # a local backend keeps artifacts under run.root, not in ./mlruns of the working directory
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.artifact_location == (smoke["root"] / "mlartifacts").resolve().as_uri()
+    assert list((smoke["root"] / "mlartifacts").rglob("summary.json"))
 
 
 def test_no_qualifying_student_stops_with_the_table_and_keeps_everything(smoke, prefect_harness):
@@ -260,6 +264,24 @@ def test_stage_this_version_cannot_run_stops_before_any_work(smoke, prefect_harn
     with pytest.raises(StageNotAvailableError, match="serve.target kubernetes"):
         compress(cfg, run_id="fleet")
     assert not (smoke["root"] / "fleet").exists()
+
+
+def test_a_rerun_over_a_bit_flipped_artifact_stops_naming_artifact_and_file(smoke, prefect_harness, tmp_path):
+    """The store's manifests: a re-run that would reuse a changed file refuses it by name."""
+    import shutil
+
+    from flows.compress import compress
+    from recslm.store.integrity import CorruptArtifactError
+
+    shutil.copytree(smoke["root"] / "store", tmp_path / "store", ignore=shutil.ignore_patterns("_work", "_staging"))
+    weights = next((tmp_path / "store" / "prune").glob("*/model/*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    cfg = smoke["cfg"].model_copy(deep=True)
+    cfg.run.root = tmp_path
+    with pytest.raises(CorruptArtifactError, match=rf"artifact prune/{weights.parent.parent.name[:12]} .*model/{weights.name} has sha256"):
+        compress(cfg, run_id="flipped")
 
 
 def test_cli_run_reuses_the_store_and_prints_the_summary(smoke, repo_root):
