@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -54,6 +55,13 @@ def test_ten_thousand_items_are_refused_naming_the_limit(client):
     message = reply.json()["error"]["message"]
     assert "max_items" in message and "10,000" in message and "--max-items" in message
     assert client.get("/health").status_code == 200
+
+
+def test_a_two_megabyte_body_is_refused_by_default_without_stalling_health(client):
+    started = time.perf_counter()
+    reply = client.post("/generate", json={"text": "word " * 400_000})
+    assert reply.status_code == 413 and "max_body_bytes of 1,048,576" in reply.json()["error"]["message"]
+    assert time.perf_counter() - started < 1.0 and client.get("/health").status_code == 200
 
 
 def test_a_body_over_the_limit_gets_a_413_before_it_is_parsed(model_dir):
