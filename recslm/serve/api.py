@@ -29,7 +29,7 @@ Text = Annotated[str, AfterValidator(_encodable)]
 class SamplingParams(BaseModel):
     model_config = ConfigDict(extra="ignore")  # SGLang has many more; unknown ones are not ours to refuse
 
-    max_new_tokens: int = Field(128, ge=1)
+    max_new_tokens: int = Field(128, ge=0)  # 0: prefill only (SGLang's scoring request), see GenerateRequest
     temperature: float = Field(1.0, ge=0, allow_inf_nan=False)
     top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
     stop_token_ids: list[int] = Field(default_factory=list)
@@ -37,13 +37,21 @@ class SamplingParams(BaseModel):
 
 
 class GenerateRequest(BaseModel):
+    """SGLang's ``/generate``. ``text`` / ``input_ids`` may be one prompt or a batch (a list),
+    answered with one result or a list. ``max_new_tokens: 0`` is SGLang's prefill-only
+    request, how its own ``/v1/score`` scores and how ranking traffic goes through the
+    router (which has no ``/v1/score``): nothing is generated, and ``token_ids_logprob``
+    returns the log-probabilities of those tokens at the next position, in
+    ``meta_info.output_token_ids_logprobs[0]``."""
+
     model_config = ConfigDict(extra="ignore")
 
-    text: Text | None = None
-    input_ids: list[int] | None = None
+    text: Text | list[Text] | None = None
+    input_ids: list[int] | list[list[int]] | None = None
     sampling_params: SamplingParams = Field(default_factory=SamplingParams)
     return_logprob: bool = False
     token_ids_logprob: list[int] | None = None
+    logprob_start_len: int = Field(-1, ge=-1, le=-1)  # -1: no input-token logprobs (the only mode served here)
     stream: bool = False
     rid: Text | None = None
 
@@ -51,7 +59,28 @@ class GenerateRequest(BaseModel):
     def _one_prompt(self) -> GenerateRequest:
         if (self.text is None) == (self.input_ids is None):
             raise ValueError("give exactly one of text or input_ids")
+        if self.batched and not self.prompts:
+            raise ValueError("the batch of prompts is empty")
+        if self.sampling_params.max_new_tokens == 0:
+            if self.stream:
+                raise ValueError("max_new_tokens 0 (prefill only) cannot stream: there are no tokens to send")
+            if not self.token_ids_logprob:
+                raise ValueError("max_new_tokens 0 (prefill only) needs token_ids_logprob: the tokens whose log-probabilities to return")
+        elif self.batched and self.stream:
+            raise ValueError("stream a single prompt, not a batch")
         return self
+
+    @property
+    def batched(self) -> bool:
+        """A list of prompts (answered with a list), not one prompt."""
+        prompt = self.text if self.text is not None else self.input_ids
+        return isinstance(prompt, list) and (self.text is not None or (bool(prompt) and isinstance(prompt[0], list)))
+
+    @property
+    def prompts(self) -> list:
+        """The prompts as a list (one prompt is a list of one)."""
+        prompt = self.text if self.text is not None else self.input_ids
+        return list(prompt) if self.batched else [prompt]  # type: ignore[arg-type]
 
 
 class ScoreRequest(BaseModel):

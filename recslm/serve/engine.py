@@ -47,6 +47,7 @@ class ScoreJob:
     items: list[list[int]]
     label_token_ids: list[int]
     apply_softmax: bool = False
+    log: bool = False  # log-probabilities over the vocabulary (SGLang's prefill-only /generate) instead of probabilities
 
 
 @dataclass
@@ -184,7 +185,7 @@ class Engine:
             block = all_logprobs[cursor : cursor + len(job.items)]
             cursor += len(job.items)
             label = block[:, job.label_token_ids]
-            probs = torch.softmax(label, dim=-1) if job.apply_softmax else label.exp()
+            probs = label if job.log else torch.softmax(label, dim=-1) if job.apply_softmax else label.exp()
             results.append(ScoreResult(probs.tolist(), len(job.query) + sum(map(len, job.items)), hit))
             self.stats.requests += 1
         return results

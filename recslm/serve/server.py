@@ -226,36 +226,87 @@ def create_app(
         return score_response(result.scores, body.model or state["name"], result.prompt_tokens, result.cached_tokens)
 
     @app.post("/generate", response_model=None)
-    async def generate(body: GenerateRequest) -> dict[str, Any] | StreamingResponse:
+    async def generate(body: GenerateRequest) -> dict[str, Any] | list[dict[str, Any]] | StreamingResponse:
         engine: Engine = state["engine"]
-        ids = await asyncio.to_thread(engine.encode_query, body.text) if body.text is not None else list(body.input_ids)
         sp = body.sampling_params
-        if len(ids) + sp.max_new_tokens > limits.max_request_tokens:
-            raise RequestError(over_limit("request tokens (prompt + max_new_tokens)", len(ids) + sp.max_new_tokens, "max_request_tokens", limits.max_request_tokens))
-        engine.check_ids(ids, "input_ids" if body.input_ids is not None else "text", extra=sp.max_new_tokens)
+        what = "text" if body.text is not None else "input_ids"
+        if len(body.prompts) > limits.max_items:
+            raise RequestError(over_limit("prompts in the batch", len(body.prompts), "max_items", limits.max_items))
+        if body.text is not None:
+            prompts = await asyncio.to_thread(lambda: [engine.encode_query(t) for t in body.prompts])
+        else:
+            prompts = [list(p) for p in body.prompts]
+        total = sum(len(ids) + sp.max_new_tokens for ids in prompts)
+        if total > limits.max_request_tokens:
+            raise RequestError(over_limit("request tokens (prompts + max_new_tokens)", total, "max_request_tokens", limits.max_request_tokens))
+        for i, ids in enumerate(prompts):
+            engine.check_ids(ids, f"{what}[{i}]" if body.batched else what, extra=sp.max_new_tokens)
         if body.token_ids_logprob:
             engine.check_ids(body.token_ids_logprob, "token_ids_logprob")
-        kwargs = {"ids": ids, "max_new_tokens": sp.max_new_tokens, "temperature": sp.temperature, "top_p": sp.top_p,
-                  "seed": sp.seed, "token_ids_logprob": body.token_ids_logprob, "stop_token_ids": sp.stop_token_ids}  # fmt: skip
         rid = body.rid or uuid.uuid4().hex
+        if sp.max_new_tokens == 0:
+            results = await _prefill_only(state["batcher"], prompts, body.token_ids_logprob or [], rid)
+            return results if body.batched else results[0]
+        runs = [{"ids": ids, "max_new_tokens": sp.max_new_tokens, "temperature": sp.temperature, "top_p": sp.top_p, "seed": sp.seed,
+                 "token_ids_logprob": body.token_ids_logprob, "stop_token_ids": sp.stop_token_ids} for ids in prompts]  # fmt: skip
         if body.stream:
-            return StreamingResponse(_stream(state, kwargs, body, rid), media_type="text/event-stream")
-        started = time.perf_counter()
-        result = await state["batcher"].submit("generate", kwargs)
-        meta = _meta(rid, len(ids), result.output_ids, result.cached_tokens, time.perf_counter() - started, sp.max_new_tokens)
-        if body.return_logprob:
-            meta["output_token_logprobs"] = [[lp, t, None] for lp, t in zip(result.output_token_logprobs, result.output_ids)]
-        if body.token_ids_logprob:
-            meta["output_token_ids_logprobs"] = [[[lp, t, None] for lp, t in zip(row, body.token_ids_logprob)] for row in result.output_token_ids_logprobs]
-        return generate_response(result.output_ids, result.text, meta)
+            return StreamingResponse(_stream(state, runs[0], body, rid), media_type="text/event-stream")
+        replies = []
+        for i, kwargs in enumerate(runs):
+            started = time.perf_counter()
+            result = await state["batcher"].submit("generate", kwargs)
+            ids = kwargs["ids"]
+            meta = _meta(rid if not body.batched else f"{rid}-{i}", len(ids), result.output_ids, result.cached_tokens, time.perf_counter() - started, sp.max_new_tokens)
+            if body.return_logprob:
+                meta["output_token_logprobs"] = [[lp, t, None] for lp, t in zip(result.output_token_logprobs, result.output_ids)]
+            if body.token_ids_logprob:
+                meta["output_token_ids_logprobs"] = [[[lp, t, None] for lp, t in zip(row, body.token_ids_logprob)] for row in result.output_token_ids_logprobs]
+            replies.append(generate_response(result.output_ids, result.text, meta))
+        return replies if body.batched else replies[0]
 
     return app
 
 
+def _common_prefix(prompts: list[list[int]]) -> int:
+    """Length of the prefix all prompts share, leaving every prompt at least one token of its own."""
+    shortest = min(map(len, prompts))
+    length = 0
+    while length < shortest - 1 and all(p[length] == prompts[0][length] for p in prompts):
+        length += 1
+    return length
+
+
+async def _prefill_only(batcher: Batcher, prompts: list[list[int]], token_ids: list[int], rid: str) -> list[dict[str, Any]]:
+    """SGLang's ``max_new_tokens: 0`` request: the log-probabilities of ``token_ids`` at the
+    position after each prompt, nothing generated. A batch (one member's candidates, as the
+    client sends them through the router) shares its common prefix: it runs as one scoring
+    job, the prefix from the radix cache and the remainders packed in one forward, exactly
+    as ``/v1/score`` would; prompts with no common prefix run one job each."""
+    started = time.perf_counter()
+    shared = _common_prefix(prompts) if len(prompts) > 1 else len(prompts[0]) - 1
+    if shared:
+        job = ScoreJob(prompts[0][:shared], [p[shared:] for p in prompts], token_ids, log=True)
+        results = [await batcher.submit("score", job)]
+        rows = results[0].scores
+    else:
+        results = [await batcher.submit("score", ScoreJob(p[:-1], [p[-1:]], token_ids, log=True)) if len(p) > 1 else None for p in prompts]
+        if any(r is None for r in results):
+            raise RequestError("input_ids: a one-token prompt cannot be scored prefill-only here; send at least two tokens (e.g. with the start token)")
+        rows = [r.scores[0] for r in results]
+    cached = sum(r.cached_tokens for r in results)
+    replies = []
+    for i, (ids, row) in enumerate(zip(prompts, rows)):
+        meta = _meta(rid if len(prompts) == 1 else f"{rid}-{i}", len(ids), [], cached if i == 0 else 0, time.perf_counter() - started, 0)
+        meta["output_token_logprobs"] = []
+        meta["output_token_ids_logprobs"] = [[[lp, t, None] for lp, t in zip(row, token_ids)]]
+        replies.append(generate_response([], "", meta))
+    return replies
+
+
 def _meta(rid: str, prompt_tokens: int, output_ids: list[int], cached: int, latency: float, max_new_tokens: int) -> dict[str, Any]:
-    finished = "length" if len(output_ids) >= max_new_tokens else "stop"
+    finished = {"type": "length", "length": max_new_tokens} if len(output_ids) >= max_new_tokens else {"type": "stop"}
     return {"id": rid, "prompt_tokens": prompt_tokens, "completion_tokens": len(output_ids), "cached_tokens": cached,
-            "e2e_latency": latency, "finish_reason": {"type": finished}}  # fmt: skip
+            "e2e_latency": latency, "finish_reason": finished}  # fmt: skip
 
 
 async def _stream(state: dict[str, Any], kwargs: dict[str, Any], body: GenerateRequest, rid: str) -> AsyncIterator[bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -81,6 +82,47 @@ def test_generate_is_greedy_decoding_and_reports_cached_tokens(client, model_dir
     assert second["output_ids"] == expected and second["meta_info"]["cached_tokens"] == len(ids) - 1
 
 
+def test_prefill_only_generate_scores_as_sglang_does_and_equals_offline(client, model_dir, records, tokenizer):
+    """SGLang's scoring request (/generate, max_new_tokens 0, token_ids_logprob): how ranking
+    traffic goes through the router. A member's candidates as one batch; log-probabilities at
+    the position after each prompt, equal to /v1/score and to the offline scores."""
+    offline = score_records(load_model(model_dir), tokenizer, records).scores
+    answers = answer_token_ids(tokenizer)
+    labels = [answers[1], answers[0]]
+    for group in make_groups(records, tokenizer)[:6]:
+        prompts = [group.prefix_ids + c for c in group.candidate_ids]
+        body = {"input_ids": prompts, "sampling_params": {"max_new_tokens": 0}, "return_logprob": True, "token_ids_logprob": labels, "logprob_start_len": -1}
+        reply = client.post("/generate", json=body)
+        assert reply.status_code == 200, reply.text
+        results = reply.json()
+        assert isinstance(results, list) and len(results) == len(prompts)
+        for index, result in zip(group.record_index, results):
+            (row,) = result["meta_info"]["output_token_ids_logprobs"]
+            assert [t for _, t, _ in row] == labels and result["output_ids"] == [] and result["meta_info"]["completion_tokens"] == 0
+            yes, no = (lp for lp, _, _ in row)
+            assert abs(torch.softmax(torch.tensor([yes, no]), 0)[0].item() - offline[index]) < 1e-4
+    single = client.post("/generate", json={**body, "input_ids": prompts[0]}).json()
+    assert isinstance(single, dict) and len(single["meta_info"]["output_token_ids_logprobs"]) == 1
+    scored = client.post("/v1/score", json={"query": group.prefix_ids, "items": [group.candidate_ids[0]], "label_token_ids": labels}).json()["scores"][0]
+    assert [math.exp(lp) for lp, _, _ in single["meta_info"]["output_token_ids_logprobs"][0]] == pytest.approx(scored, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "body,reason",
+    [
+        ({"input_ids": [1, 2], "sampling_params": {"max_new_tokens": 0}}, "needs token_ids_logprob"),
+        ({"input_ids": [1, 2], "sampling_params": {"max_new_tokens": 0}, "token_ids_logprob": [3], "stream": True}, "cannot stream"),
+        ({"input_ids": [1, 2], "sampling_params": {"max_new_tokens": 0}, "token_ids_logprob": [3], "logprob_start_len": 0}, "logprob_start_len"),
+        ({"input_ids": [], "sampling_params": {"max_new_tokens": 0}, "token_ids_logprob": [3]}, "input_ids is empty"),
+        ({"input_ids": [[1, 2], []], "sampling_params": {"max_new_tokens": 0}, "token_ids_logprob": [3]}, "input_ids[1] is empty"),
+        ({"text": [], "sampling_params": {"max_new_tokens": 0}, "token_ids_logprob": [3]}, "batch of prompts is empty"),
+    ],
+)
+def test_bad_prefill_only_requests_are_a_400(client, body, reason):
+    reply = client.post("/generate", json=body)
+    assert reply.status_code == 400 and reason in reply.json()["error"]["message"], reply.text
+
+
 def test_streaming_sends_one_event_per_token_then_done(client, tokenizer):
     ids = tokenizer.encode("member 9 liked Horror", add_special_tokens=True)
     body = {"input_ids": ids, "sampling_params": {"max_new_tokens": 4, "temperature": 0}}
@@ -97,7 +139,7 @@ def test_streaming_sends_one_event_per_token_then_done(client, tokenizer):
     "path,body,reason",
     [
         ("/generate", {"sampling_params": {"max_new_tokens": 2}}, "exactly one of text or input_ids"),
-        ("/generate", {"input_ids": [1, 2], "sampling_params": {"max_new_tokens": 0}}, "max_new_tokens"),
+        ("/generate", {"input_ids": [1, 2], "sampling_params": {"max_new_tokens": -1}}, "max_new_tokens"),
         ("/generate", {"input_ids": [1] * 2040, "sampling_params": {"max_new_tokens": 20}}, "exceed the model's context length 2048"),
         ("/generate", {"input_ids": [1, 10**7]}, "outside the vocabulary"),
         ("/v1/score", {"query": [1, 2], "items": [], "label_token_ids": [3]}, "items is empty"),

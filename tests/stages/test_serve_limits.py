@@ -80,7 +80,7 @@ def test_request_tokens_are_capped(model_dir, labels):
         reply = small.post("/v1/score", json={"query": [5] * 30, "items": [[6] * 15, [7] * 15], "label_token_ids": labels})
         assert reply.status_code == 400 and "max_request_tokens" in reply.json()["error"]["message"]
         reply = small.post("/generate", json={"input_ids": [5] * 30, "sampling_params": {"max_new_tokens": 30}})
-        assert reply.status_code == 400 and "prompt + max_new_tokens" in reply.json()["error"]["message"]
+        assert reply.status_code == 400 and "prompts + max_new_tokens" in reply.json()["error"]["message"]
 
 
 def test_items_are_split_into_bounded_rows_and_forwards_and_scores_stay_exact(model_dir, records, tokenizer, labels, monkeypatch):
