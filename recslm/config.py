@@ -391,8 +391,10 @@ class ServeConfig(StrictModel):
     enabled: bool = Field(False, description="Deploy the final model at the end of the run, smoke-test it (and benchmark it with bench.enabled).")
     model: str = Field("final", pattern=r"^(final|fp8_dynamic|w8a8_int|w4a16_gptq|w4a16_quantease)$", description="What to deploy: the final student (pruned if prune ran) or one of its quantized variants.")
     keep_running: bool = Field(False, description="Local target: leave the engine running after the run (the summary names its endpoint); off: stop it once verified and benchmarked.")
-    target: Literal["local", "kubernetes"] = Field("local", description="Deploy to the local engine or a Kubernetes SGLang fleet.")
-    replicas: int = Field(1, ge=1, description="SGLang replicas.")
+    target: Literal["local", "fleet", "kubernetes"] = Field(
+        "local", description="Deploy to one local engine, a local fleet (the SGLang router in front of `replicas` recslm serve workers), or a Kubernetes SGLang fleet."
+    )
+    replicas: int = Field(1, ge=1, description="SGLang replicas (fleet: workers behind the router).")
     tensor_parallel: int = Field(1, ge=1, description="GPUs per replica (--tp).")
     quantization: Literal["none", "fp8", "compressed-tensors"] = Field("none", description="Weights format the server loads.")
     attention_backend: str | None = Field(None, description="SGLang --attention-backend; empty = SGLang's default.")

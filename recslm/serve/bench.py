@@ -116,7 +116,13 @@ async def run_workload(endpoint: str, w: Workload, vocab_size: int | None = None
     async with Client(endpoint, max_connections=max(64, w.candidates * 8)) as client:
         if not await client.health():
             raise ServerError(f"{endpoint}/health: the server is not up")
-        info = await client.model_info()
+        workers = await _router_workers(client)
+        if workers:  # the router does not proxy /model_info: ask a worker
+            async with Client(workers[0]) as first:
+                info = await first.model_info()
+        else:
+            info = await client.model_info()
+        before = await _worker_metrics(workers)
         members = _Members(w, vocab_size or int(info.get("vocab_size") or 32000))
         results: list[MemberResult] = []
         errors: list[str] = []
@@ -145,7 +151,47 @@ async def run_workload(endpoint: str, w: Workload, vocab_size: int | None = None
 
             await asyncio.gather(*(worker() for _ in range(w.concurrency)))
         wall = time.perf_counter() - started
-    return summarize(w, results, errors, wall, endpoint)
+        after = await _worker_metrics(workers)
+    result = summarize(w, results, errors, wall, endpoint)
+    if workers:
+        result["scoring_api"] = client.scoring
+        result["per_worker"] = _per_worker(before, after)
+    return result
+
+
+async def _router_workers(client: Client) -> list[str]:
+    """The worker URLs behind ``client``'s endpoint when it is the SGLang router; [] otherwise."""
+    if await client.scoring_api() != "generate":
+        return []
+    reply = await client.http.get("/workers")
+    return [w["url"] for w in reply.json().get("workers", [])]
+
+
+async def _worker_metrics(workers: list[str]) -> dict[str, dict[str, Any] | None]:
+    """Each worker's counters (``/metrics_json`` of recslm's engine); None for a worker that
+    does not answer (lost, or an SGLang server without that endpoint)."""
+    out: dict[str, dict[str, Any] | None] = {}
+    for url in workers:
+        try:
+            async with Client(url, timeout_s=5) as worker:
+                reply = await worker.http.get("/metrics_json")
+                out[url] = reply.json() if reply.status_code == 200 else None
+        except Exception:  # noqa: BLE001 - a lost worker is what a fault bench measures, not an error of the bench
+            out[url] = None
+    return out
+
+
+def _per_worker(before: dict[str, dict[str, Any] | None], after: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any]]:
+    """Requests and prefix-cache hit rate each worker served during the run (None: it did not answer at the end)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for url, start in before.items():
+        end = after.get(url)
+        if start is None or end is None:
+            rows[url] = {"requests": None, "prefix_cache_hit_rate": None, "answered": end is not None}
+            continue
+        prompt = end["prompt_tokens"] - start["prompt_tokens"]
+        rows[url] = {"requests": end["requests"] - start["requests"], "prefix_cache_hit_rate": (end["cached_tokens"] - start["cached_tokens"]) / prompt if prompt else 0.0, "answered": True}
+    return rows
 
 
 def summarize(w: Workload, results: list[MemberResult], errors: list[str], wall_s: float, endpoint: str) -> dict[str, Any]:

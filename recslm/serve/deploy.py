@@ -34,6 +34,7 @@ import httpx
 
 from recslm.errors import RecslmError
 from recslm.jsonfile import write_json
+from recslm.serve.client import is_router, prefill_body, scores_from_prefill
 from recslm.serve.server import free_port
 
 
@@ -81,7 +82,9 @@ def deploy(target: Target, version: str, model: str, smoke: SmokeTest, *, ready_
     try:
         release = target.start(version, model)
         target.wait_ready(release, ready_timeout_s)
-        direct = smoke(release.endpoint)
+        endpoints = release.handle.get("endpoints") or [release.endpoint]  # a fleet's version: every worker, directly
+        checks = [smoke(endpoint) for endpoint in endpoints]
+        direct = {**checks[0], "endpoints": len(checks), "max_abs_diff": max(c["max_abs_diff"] for c in checks)}
     except Exception as exc:
         if release is not None:
             target.stop(release)
@@ -108,16 +111,21 @@ def score_smoke_test(queries: list[list[int]], items: list[list[list[int]]], lab
     def check(endpoint: str) -> dict[str, Any]:
         worst, cursor, started = 0.0, 0, time.perf_counter()
         with httpx.Client(base_url=endpoint, timeout=60) as http:
+            routed = is_router(http.get("/workers"))  # a router has no /v1/score: score through prefill-only /generate
             for query, group in zip(queries, items):
-                reply = http.post("/v1/score", json={"query": query, "items": group, "label_token_ids": label_token_ids, "apply_softmax": True})
+                if routed:
+                    reply = http.post("/generate", json=prefill_body(query, group, label_token_ids))
+                else:
+                    reply = http.post("/v1/score", json={"query": query, "items": group, "label_token_ids": label_token_ids, "apply_softmax": True})
                 if reply.status_code != 200:
-                    raise DeployError(f"{endpoint}/v1/score answered HTTP {reply.status_code}: {reply.text[:300]}")
-                for got in reply.json()["scores"]:
+                    raise DeployError(f"{endpoint}{'/generate' if routed else '/v1/score'} answered HTTP {reply.status_code}: {reply.text[:300]}")
+                scores = scores_from_prefill(reply.json(), label_token_ids, True)[0] if routed else reply.json()["scores"]
+                for got in scores:
                     worst = max(worst, abs(got[0] - expected[cursor][0]))
                     cursor += 1
         if worst > tolerance:
             raise DeployError(f"{endpoint}: scores differ from the offline scores by up to {worst:.3g} (tolerance {tolerance:g})")
-        return {"requests": len(queries), "scores": cursor, "max_abs_diff": worst, "seconds": time.perf_counter() - started}
+        return {"requests": len(queries), "scores": cursor, "max_abs_diff": worst, "seconds": time.perf_counter() - started, "via": "router" if routed else "server"}
 
     return check
 
@@ -152,30 +160,15 @@ class LocalTarget:
 
     def start(self, version: str, model: str) -> Release:
         port = free_port()
-        log = open(self.state_dir / f"{version}.log", "ab")  # noqa: SIM115 - the child owns it
-        command = [self.python, "-m", "recslm.cli", "serve", str(model), "--port", str(port), "--cache-tokens", str(self.cache_tokens)]
-        if self.threads:
-            command += ["--threads", str(self.threads)]
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "RECSLM_PROGRESS": "0"})
-        release = Release(version, f"http://127.0.0.1:{port}", {"pid": process.pid})
+        pid = spawn_engine(model, port, self.state_dir / f"{version}.log", cache_tokens=self.cache_tokens, threads=self.threads, python=self.python)
+        release = Release(version, f"http://127.0.0.1:{port}", {"pid": pid})
         state = self._state()
-        state["releases"][version] = {"endpoint": release.endpoint, "pid": process.pid, "model": str(model)}
+        state["releases"][version] = {"endpoint": release.endpoint, "pid": pid, "model": str(model)}
         self._save(state)
         return release
 
     def wait_ready(self, release: Release, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not _alive(release.handle["pid"]):
-                tail = (self.state_dir / f"{release.version}.log").read_text(errors="replace")[-600:]
-                raise DeployError(f"version {release.version} exited while starting; its log ends with:\n{tail}")
-            try:
-                if httpx.get(f"{release.endpoint}/health_generate", timeout=10).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise DeployError(f"version {release.version} was not ready within {timeout_s:g} s")
+        wait_engine(release.endpoint, release.handle["pid"], self.state_dir / f"{release.version}.log", timeout_s, f"version {release.version}")
 
     def route(self, release: Release) -> str:
         state = self._state()
@@ -184,19 +177,51 @@ class LocalTarget:
         return release.endpoint
 
     def stop(self, release: Release) -> None:
-        pid = release.handle["pid"]
-        if _alive(pid):
-            os.kill(pid, signal.SIGTERM)  # uvicorn finishes in-flight requests, then exits
-            deadline = time.monotonic() + 30
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        terminate(release.handle["pid"])
         state = self._state()
         state["releases"].pop(release.version, None)
         if state["active"] == release.version:
             state["active"] = None
         self._save(state)
+
+
+# --------------------------------------------------------------------------- engine processes
+def spawn_engine(model: str, port: int, log_path: Path, *, cache_tokens: int = 200_000, threads: int | None = None, python: str = sys.executable) -> int:
+    """Start ``recslm serve MODEL --port PORT`` in its own session, logging to ``log_path``; its pid."""
+    log = open(log_path, "ab")  # noqa: SIM115 - the child owns it
+    command = [python, "-m", "recslm.cli", "serve", str(model), "--port", str(port), "--cache-tokens", str(cache_tokens)]
+    if threads:
+        command += ["--threads", str(threads)]
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "RECSLM_PROGRESS": "0"})
+    return process.pid
+
+
+def wait_engine(endpoint: str, pid: int, log_path: Path, timeout_s: float, what: str) -> None:
+    """Wait until the engine answers ``/health_generate``; a process that exits meanwhile is an
+    error quoting the end of its log."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            tail = log_path.read_text(errors="replace")[-600:] if log_path.is_file() else ""
+            raise DeployError(f"{what} exited while starting; its log ends with:\n{tail}")
+        try:
+            if httpx.get(f"{endpoint}/health_generate", timeout=10).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise DeployError(f"{what} was not ready within {timeout_s:g} s")
+
+
+def terminate(pid: int, grace_s: float = 30.0) -> None:
+    """SIGTERM (the server finishes in-flight requests), SIGKILL after ``grace_s``."""
+    if _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:

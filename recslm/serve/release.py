@@ -22,6 +22,7 @@ from recslm.models.factory import load_model
 from recslm.models.prefix import make_groups
 from recslm.serve.bench import Workload, run_workload, table
 from recslm.serve.deploy import LocalTarget, SmokeTest, deploy, score_smoke_test
+from recslm.serve.fleet import FleetTarget
 
 SMOKE_MEMBERS = 4
 
@@ -52,18 +53,33 @@ def deploy_model(
     model_dir: Path, data_dir: Path, out_dir: Path, *, version: str, serve: ServeConfig, bench: BenchConfig, evaluate: EvaluateConfig, state_dir: Path
 ) -> dict[str, Any]:
     """Deploy ``model_dir`` as ``version``; return the deploy record and the benchmark result."""
-    if serve.target != "local":
-        raise ConfigError("serve.target: kubernetes deploys pull the model from the S3 artifact store, which this version does not have; use local")
-    target = LocalTarget(state_dir, cache_tokens=serve.cache_tokens)
+    target = target_for(serve, state_dir)
     result = deploy(target, version, str(model_dir), smoke_test_for(model_dir, data_dir, evaluate.split), ready_timeout_s=serve.startup_timeout_s)
-    metrics: dict[str, Any] = {"deploy": result.dump(), "kept_running": serve.keep_running}
+    metrics: dict[str, Any] = {"deploy": result.dump(), "kept_running": serve.keep_running, "target": serve.target}
+    if isinstance(target, FleetTarget):
+        metrics["fleet"] = target.status()
     try:
         if bench.enabled:
             measured = asyncio.run(run_workload(result.traffic_endpoint, workload(bench)))
             write_json(out_dir / "bench.json", measured)
             (out_dir / "bench.txt").write_text(table(measured) + "\n")
-            metrics["bench"] = {k: measured[k] for k in ("ttft_ms", "member_latency_ms", "tpot_ms", "throughput", "prefix_cache_hit_rate", "members", "errors")}
+            metrics["bench"] = {k: measured[k] for k in ("ttft_ms", "member_latency_ms", "tpot_ms", "throughput", "prefix_cache_hit_rate", "members", "errors", "per_worker") if k in measured}
+        if isinstance(target, FleetTarget):
+            metrics["fleet_after_bench"] = target.status()
     finally:
         if not serve.keep_running:
-            target.stop(target.active())
+            if isinstance(target, FleetTarget):
+                target.shutdown()
+            else:
+                target.stop(target.active())
     return metrics
+
+
+def target_for(serve: ServeConfig, state_dir: Path) -> LocalTarget | FleetTarget:
+    """The deploy target ``serve.target`` names (Kubernetes goes through the S3 store and
+    :mod:`recslm.serve.kube_target`, not here)."""
+    if serve.target == "local":
+        return LocalTarget(state_dir, cache_tokens=serve.cache_tokens)
+    if serve.target == "fleet":
+        return FleetTarget(state_dir, workers=serve.replicas, policy=serve.router_policy, cache_tokens=serve.cache_tokens, threads=1)
+    raise ConfigError("serve.target: kubernetes deploys run through the S3 artifact store and the Kubernetes target, not the local deploy")

@@ -144,6 +144,30 @@ def test_the_final_model_is_deployed_smoke_tested_benchmarked_and_stopped(smoke)
     assert summary["stages"]["deploy"]["key"] == smoke["second"].stages["deploy"].key and smoke["second"].stages["deploy"].cached
 
 
+def test_the_fleet_target_deploys_behind_the_real_router_and_names_it_in_the_summary(smoke, prefect_harness):
+    """`recslm run configs/smoke.yaml --set serve.target=fleet`: everything but deploy is reused;
+    the deploy stage puts two workers behind SGLang's router, benchmarks through it, and the
+    summary names the router, the workers and the bench."""
+    import httpx
+
+    pytest.importorskip("sglang_router")
+    from flows.compress import compress
+
+    cfg = smoke["cfg"].model_copy(deep=True)
+    cfg.serve.target, cfg.serve.replicas = "fleet", 2
+    summary = compress(cfg, run_id="fleet-run").model_dump(mode="json")
+    assert all(rec["cached"] for name, rec in summary["stages"].items() if name != "deploy")
+    metrics = summary["stages"]["deploy"]["metrics"]
+    fleet, bench = metrics["fleet"], metrics["bench"]
+    assert metrics["target"] == "fleet" and metrics["deploy"]["traffic_endpoint"] == fleet["router"]
+    assert fleet["declared"] == 2 and fleet["healthy"] == 2 and not fleet["degraded"] and len(fleet["workers"]) == 2
+    assert metrics["deploy"]["smoke_routed"]["via"] == "router" and metrics["deploy"]["smoke_direct"]["endpoints"] == 2
+    assert bench["errors"] == 0 and bench["members"] > 0
+    assert set(metrics["fleet_after_bench"]) >= {"router", "workers"}
+    with pytest.raises(httpx.HTTPError):  # keep_running is off: router and workers were stopped
+        httpx.get(fleet["router"] + "/workers", timeout=2)
+
+
 def test_teacher_artifact_is_a_plain_hugging_face_directory(smoke):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
