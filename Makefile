@@ -52,12 +52,12 @@ $(DS_STAMP): $(STAMP)
 clean:
 	rm -rf $(VENV) runs .pytest_cache
 
-# The fleet tests validate launch arguments with SGLang's own parser and the router's CLI.
+# The fleet tests validate launch arguments with SGLang's own parser and run the router (setproctitle: its launcher imports it).
 # Their wheels pin CUDA torch and GPU kernels: install them without dependencies, then the
 # few modules the argument parsers import (triton only as an import, no GPU needed).
 $(SGL_STAMP): $(DS_STAMP)
 	$(VENV)/bin/python -m pip install --quiet --no-deps "sglang==0.5.23" "sglang-router==0.3.2"
-	$(VENV)/bin/python -m pip install --quiet pybase64 triton msgspec pyzmq IPython
+	$(VENV)/bin/python -m pip install --quiet pybase64 triton msgspec pyzmq IPython setproctitle
 	touch $(SGL_STAMP)
 
 # The Slurm backend's tests start a one-node cluster (infra/slurm/local-cluster.sh) from Debian's
