@@ -61,8 +61,49 @@ def _start_tracking(config: PipelineConfig, run_id: str) -> Tracker:
         experiment=config.tracking.experiment or config.run.name,
         run_name=run_id,
         params=config.model_dump(mode="json"),
-        tags={"recslm.run_id": run_id, "recslm.config_hash": config.config_hash(), "recslm.version": recslm.__version__, "host": socket.gethostname()},
+        tags={"recslm.run_id": run_id, "recslm.config_hash": config.config_hash(), "recslm.version": recslm.__version__, "host": socket.gethostname(),
+              **source_tags()},  # fmt: skip
     )
+
+
+def source_tags() -> dict[str, str]:
+    """Where the run came from, in MLflow's own source tags: the flow, the Prefect deployment
+    (a scheduled or UI-started run) and the project's git commit."""
+    from prefect.runtime import deployment, flow_run
+
+    tags = {"mlflow.source.type": "JOB", "mlflow.source.name": "flows/compress.py:compress"}
+    if deployment.name:
+        tags["recslm.prefect.deployment"] = f"{flow_run.flow_name}/{deployment.name}"
+    if flow_run.id:
+        tags["recslm.prefect.flow_run_id"] = str(flow_run.id)
+    commit = _git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def publish_results(summary: RunSummary, config: PipelineConfig, tracker: Tracker) -> str:
+    """The results where the run was started: a Markdown artifact on the Prefect flow run (its
+    Artifacts tab) and the MLflow parent run's description, both linking to each other's side."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from recslm.report import mlflow_run_url, summary_markdown
+
+    uri = config.tracking_uri() if config.tracking.enabled else ""
+    markdown = summary_markdown(summary.model_dump(mode="json"), mlflow_url=mlflow_run_url(uri, tracker.handle.experiment_id, summary.mlflow_run_id))
+    tracker.describe(summary.mlflow_run_id, markdown)
+    create_markdown_artifact(markdown=markdown, key="recslm-results", description=f"recslm run {summary.run_id}: models, stages, winner, registry verdict")
+    return markdown
 
 
 def _stage_record(ref: ArtifactRef) -> StageRecord:
@@ -125,6 +166,7 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
             logger.info("teacher gate:\n%s", gate.table())
             if config.select.require_teacher_gate and not gate.passed:
                 write_summary(summary_now(), run_dir)  # the error loses nothing already done
+                publish_results(summary_now(), config, tracker)
                 raise TeacherGateError(gate)
 
         if config.students:
@@ -165,6 +207,7 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
                                               "val_auc_mean": m.val_auc_mean} for m in models})  # fmt: skip
         tracker.log_metrics(parent, {"wall_s": summary.wall_s})
         tracker.log_artifact(parent, str(path))
+        publish_results(summary, config, tracker)
         if selection is not None:
             logger.info("selection:\n%s", selection.table())
             tracker.set_tags(parent, {"recslm.winner": selection.winner or ""})

@@ -52,6 +52,13 @@ def stage_key_params(stage: Stage, config: PipelineConfig, params: Mapping[str, 
     return {**key, "runtime": config.runtime.model_dump(mode="json")} if stage.computes else key
 
 
+def _log_data_input(tracker: Tracker, run_id: str | None, config: PipelineConfig, used: Mapping[str, ArtifactRef]) -> None:
+    """A stage that reads the data artifact lists it as its dataset input."""
+    data = used.get("data")
+    if data is not None:
+        tracker.log_dataset(run_id, f"{config.data.source} records", data.uri, data.key)
+
+
 def run_stage(
     stage: Stage, config: PipelineConfig, tracking: TrackingHandle, inputs: Mapping[str, ArtifactRef | None], *, remote: bool = False, **params: str
 ) -> ArtifactRef:
@@ -78,6 +85,7 @@ def run_stage(
     cached = store.lookup(stage.name, key)
     if cached is not None:
         run_id = tracker.start_stage(name, {**tags, "recslm.cached": "true"})
+        _log_data_input(tracker, run_id, config, used)
         tracker.log_params(run_id, key_params)
         tracker.log_metrics(run_id, cached.metrics)
         tracker.end(run_id)
@@ -93,6 +101,7 @@ def run_stage(
     used = {role: store.materialize(ref) for role, ref in used.items()}  # a reference made on another worker: fetch its files here
     worker = worker_identity()
     run_id = tracker.start_stage(name, {**tags, "recslm.cached": "false", **{f"recslm.worker.{k}": v for k, v in worker.items() if v}})
+    _log_data_input(tracker, run_id, config, used)
     tracker.log_params(run_id, key_params)
     staging = store.new_staging_dir(stage.name, key)
     context = StageRun(tracker, run_id, key, staging, store.work_dir(stage.name, key))

@@ -252,6 +252,33 @@ def test_mlflow_holds_the_same_teacher_auc(smoke):
     assert list((smoke["root"] / "mlartifacts").rglob("summary.json"))
 
 
+def test_results_are_where_the_run_was_started_prefect_artifact_and_mlflow_description(smoke, prefect_harness):
+    """The Prefect flow run carries the results table as an artifact; the MLflow experiment
+    opens in its training view, the parent run's description is the same table, runs carry
+    their source, and every stage run that read the data lists it as a dataset input."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    client = MlflowClient(tracking_uri=smoke["cfg"].tracking_uri())
+    summary = json.loads((smoke["root"] / "first" / "summary.json").read_text())
+    parent = client.get_run(summary["mlflow_run_id"])
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    description = parent.data.tags["mlflow.note.content"]
+    assert "## Models" in description and f"**Winner (chosen on val):** `{summary['winner']}`" in description and "logistic_regression" in description
+    assert parent.data.tags["mlflow.source.name"] == "flows/compress.py:compress" and len(parent.data.tags.get("mlflow.source.git.commit", "")) == 40
+    data_key = summary["stages"]["data"]["key"]
+    stage_runs = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    teacher = next(r for r in stage_runs if r.info.run_name == "teacher")
+    (dataset,) = teacher.inputs.dataset_inputs
+    assert dataset.dataset.digest == data_key[:32] and dataset.dataset.name == "movielens records"
+    with get_client(sync_client=True) as prefect:
+        flow_run_id = parent.data.tags["recslm.prefect.flow_run_id"]
+        artifacts = prefect.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    (results,) = [a for a in artifacts if a.key == "recslm-results"]
+    assert results.type == "markdown" and "## Stages" in results.data and summary["winner"] in results.data
+
+
 def test_no_qualifying_student_stops_with_the_table_and_keeps_everything(smoke, prefect_harness):
     """A stricter bar re-runs only select; with no student within it the run stops with a table."""
     from flows.compress import compress
