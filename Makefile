@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 DS_STAMP := $(VENV)/.installed-deepspeed
 SGL_STAMP := $(VENV)/.installed-sglang-parser
 
-.PHONY: demo smoke test install clean slurm teacher
+.PHONY: demo smoke test install clean slurm chromium teacher
 
 demo: $(STAMP)
 	$(VENV)/bin/recslm run configs/demo.yaml $(ARGS)
@@ -27,7 +27,7 @@ teacher: $(STAMP)
 smoke: $(STAMP)
 	$(VENV)/bin/recslm run configs/smoke.yaml $(ARGS)
 
-test: $(STAMP) $(DS_STAMP) $(SGL_STAMP) slurm
+test: $(STAMP) $(DS_STAMP) $(SGL_STAMP) slurm chromium
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 install: $(STAMP)
@@ -59,6 +59,15 @@ $(SGL_STAMP): $(DS_STAMP)
 	$(VENV)/bin/python -m pip install --quiet --no-deps "sglang==0.5.23" "sglang-router==0.3.2"
 	$(VENV)/bin/python -m pip install --quiet pybase64 triton msgspec pyzmq IPython setproctitle
 	touch $(SGL_STAMP)
+
+# The UI tests render the Prefect and MLflow pages in Debian's headless Chromium (and save the
+# README's pictures); as root with apt, this installs it when missing.
+chromium:
+	@if command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else echo "make: the UI tests need Debian's chromium (install it as root)"; fi
 
 # The Slurm backend's tests start a one-node cluster (infra/slurm/local-cluster.sh) from Debian's
 # packages. As root with apt, this installs them when missing; otherwise it says what is needed

@@ -87,6 +87,9 @@ def main() -> int:
         print(row(name, runs[name]), flush=True)
     lost = measure(args.model, 2, "cache_aware", workload, kill_after_s=args.duration / 3)
     print(row("2 workers, 1 killed at 1/3", lost), flush=True)
+    for window in lost["timeline"]:
+        p99 = "-" if window["p99_ms"] is None else f"{window['p99_ms']:.0f} ms"
+        print(f"  {window['from_s']:>5.1f}-{window['to_s']:<5.1f} s: {window['members']:>4} members, {window['errors']:>3} errors, p99 {p99}")
     rr = runs["2 workers, round_robin"]
     for name in ("2 workers, cache_aware", "2 workers, member_hash"):
         r = runs[name]

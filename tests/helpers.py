@@ -123,3 +123,37 @@ def require_shared(path: Path) -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def readme_deploy_commands(readme: Path) -> list[str]:
+    """The bash block of the README's "Scheduled retraining and the UI" paragraph, as written."""
+    text = readme.read_text()
+    section = text[text.index("**Scheduled retraining and the UI.**") :]
+    start = section.index("```bash\n") + len("```bash\n")
+    block = section[start : section.index("\n```", start)]
+    return [line.strip() for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def run_readme_deploy_commands(repo: Path, api_url: str) -> list[str]:
+    """Run the README's deploy commands (all but the long-running worker) against ``api_url``,
+    after removing their work pools (and so their deployments): what a fresh server sees."""
+    import os
+    import subprocess
+    import sys
+
+    from prefect.client.orchestration import get_client
+
+    commands = readme_deploy_commands(repo / "README.md")
+    pools = {c.split()[3] for c in commands if c.startswith("prefect work-pool create")}
+    with get_client(sync_client=True) as client:
+        for pool in pools:
+            try:
+                client.delete_work_pool(pool)
+            except Exception:  # noqa: BLE001 - not there
+                pass
+    env = {**os.environ, "PREFECT_API_URL": api_url, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for command in commands[:-1]:
+        proc = subprocess.run(["bash", "-c", command], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise AssertionError(f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return commands

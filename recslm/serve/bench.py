@@ -66,6 +66,7 @@ class MemberResult:
     hot: bool
     latency_s: float
     requests: list[Timing] = field(default_factory=list)
+    finished_at: float = 0.0  # perf_counter when the member's last answer came (for the timeline)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -108,7 +109,7 @@ async def _visit(client: Client, w: Workload, members: _Members, member: int, ho
     else:
         replies = await asyncio.gather(*(client.generate(prefix + item, w.output_tokens, routing_key=str(member)) for item in items))
         timings = [t for _, t in replies]
-    return MemberResult(member, hot, time.perf_counter() - started, timings)
+    return MemberResult(member, hot, time.perf_counter() - started, timings, time.perf_counter())
 
 
 async def run_workload(endpoint: str, w: Workload, vocab_size: int | None = None) -> dict[str, Any]:
@@ -126,6 +127,7 @@ async def run_workload(endpoint: str, w: Workload, vocab_size: int | None = None
         members = _Members(w, vocab_size or int(info.get("vocab_size") or 32000))
         results: list[MemberResult] = []
         errors: list[str] = []
+        failed_at: list[float] = []
         started = time.perf_counter()
         deadline = started + w.duration_s
 
@@ -134,6 +136,7 @@ async def run_workload(endpoint: str, w: Workload, vocab_size: int | None = None
                 results.append(await _visit(client, w, members, member, hot))
             except (ServerError, OSError) as exc:
                 errors.append(str(exc))
+                failed_at.append(time.perf_counter())
 
         if w.members_per_s > 0:
             rng, tasks, now = random.Random(w.seed + 1), [], time.perf_counter()
@@ -153,6 +156,7 @@ async def run_workload(endpoint: str, w: Workload, vocab_size: int | None = None
         wall = time.perf_counter() - started
         after = await _worker_metrics(workers)
     result = summarize(w, results, errors, wall, endpoint)
+    result["timeline"] = timeline(results, failed_at, started, wall)
     if workers:
         result["scoring_api"] = client.scoring
         result["per_worker"] = _per_worker(before, after)
@@ -191,6 +195,20 @@ def _per_worker(before: dict[str, dict[str, Any] | None], after: dict[str, dict[
             continue
         prompt = end["prompt_tokens"] - start["prompt_tokens"]
         rows[url] = {"requests": end["requests"] - start["requests"], "prefix_cache_hit_rate": (end["cached_tokens"] - start["cached_tokens"]) / prompt if prompt else 0.0, "answered": True}
+    return rows
+
+
+def timeline(results: list[MemberResult], failed_at: list[float], started: float, wall_s: float, windows: int = 5) -> list[dict[str, Any]]:
+    """Members answered, errors and p99 member latency per fifth of the run (by when the answer
+    or the error came): what a lost worker costs, and when, rather than one p99 for the run."""
+    width = wall_s / windows
+    rows = []
+    for i in range(windows):
+        low, high = started + i * width, started + (i + 1) * width
+        latencies = [r.latency_s for r in results if low <= r.finished_at < high or (i == windows - 1 and r.finished_at >= high)]
+        errors = sum(1 for t in failed_at if low <= t < high or (i == windows - 1 and t >= high))
+        rows.append({"from_s": round(i * width, 2), "to_s": round((i + 1) * width, 2), "members": len(latencies), "errors": errors,
+                     "p99_ms": 1000 * _percentile(latencies, 99) if latencies else None})  # fmt: skip
     return rows
 
 

@@ -96,41 +96,21 @@ def test_deploy_champion_deploys_an_alias(by_name):
     assert champion["parameters"]["params"]["alias"] == "champion"
 
 
-def _readme_deploy_commands() -> list[str]:
-    """The bash block of the README's "Scheduled retraining and the UI" paragraph, as written."""
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("**Scheduled retraining and the UI.**") :]
-    start = section.index("```bash\n") + len("```bash\n")
-    block = section[start : section.index("\n```", start)]
-    return [line.strip() for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-
-
 @pytest.mark.timeout(600)
 def test_the_readmes_production_commands_deploy_all_six_deployments(prefect_harness):
     """Run the README's commands verbatim (all but the long-running worker) against a Prefect
     server with none of their pools, then read back what the UI shows: six deployments, the
     nightly schedule and the on-demand form's parameter schema."""
-    import os
-    import subprocess
-    import sys
-
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
 
-    commands = _readme_deploy_commands()
+    from tests.helpers import readme_deploy_commands, run_readme_deploy_commands
+
+    commands = readme_deploy_commands(REPO / "README.md")
     assert commands[-1].startswith("prefect worker start"), commands
     pools = {c.split()[3] for c in commands if c.startswith("prefect work-pool create")}
     assert pools == {"recslm-process", "recslm-slurm", "recslm-k8s"}  # every pool prefect.yaml names
-    with get_client(sync_client=True) as client:
-        for pool in pools:  # a fresh server: none of the README's pools (deleting one deletes its deployments)
-            try:
-                client.delete_work_pool(pool)
-            except Exception:  # noqa: BLE001 - not there
-                pass
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    for command in commands[:-1]:
-        proc = subprocess.run(["bash", "-c", command], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    run_readme_deploy_commands(REPO, PREFECT_API_URL.value())
     with get_client(sync_client=True) as client:
         deployments = {d.name: d for d in client.read_deployments() if d.work_pool_name in pools}
         assert set(deployments) == {"nightly", "on-demand", "slurm", "kubernetes", "k8s-gpu", "champion"}
