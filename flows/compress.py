@@ -41,7 +41,7 @@ from tasks.tracking import Tracker, TrackingHandle, artifact_location_for
 def unavailable_stages(config: PipelineConfig) -> list[str]:
     """Config switches for stages this version does not run yet."""
     wanted = {
-        "serve.target kubernetes (the deploy stage drives the local target only so far; recslm/serve/kube_target.py is tested on its own)": config.serve.enabled and config.serve.target == "kubernetes",
+        "serve.target kubernetes (the deploy stage drives the local and fleet targets so far; recslm/serve/kube_target.py is tested on its own)": config.serve.enabled and config.serve.target == "kubernetes",
     }
     return [name for name, on in wanted.items() if on]
 

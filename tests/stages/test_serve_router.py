@@ -137,3 +137,79 @@ def test_a_worker_killed_under_load_leaves_rotation_and_the_bench_finishes(fleet
     assert status["degraded"] and status["healthy"] == 1 and status["declared"] == 2
     again = asyncio.run(run_workload(fleet.router(), Workload(members_per_s=0, concurrency=2, candidates=4, prefix_tokens=32, candidate_tokens=4, duration_s=2.0, member_pool=8)))
     assert again["errors"] == 0 and again["members"] > 0
+
+
+class _SlowProxy:
+    """A worker that answers like ``upstream`` but sleeps ``delay_s`` before every /generate: a
+    slow GPU, a noisy neighbour. Counts what it served."""
+
+    def __init__(self, upstream: str, delay_s: float):
+        from fastapi import FastAPI, Request
+        from fastapi.responses import Response
+
+        self.generates = 0
+        app = FastAPI()
+
+        @app.api_route("/{path:path}", methods=["GET", "POST"])
+        async def forward(path: str, request: Request) -> Response:
+            if path == "generate":
+                self.generates += 1
+                await asyncio.sleep(delay_s)
+            async with httpx.AsyncClient(base_url=upstream, timeout=60) as http:
+                reply = await http.request(request.method, f"/{path}", content=await request.body(), headers={"content-type": "application/json"})
+            return Response(reply.content, status_code=reply.status_code, media_type=reply.headers.get("content-type"))
+
+        self.app = app
+
+
+def test_a_slow_worker_does_not_stall_the_others(models, tmp_path):
+    """One fast worker and one that takes 1.5 s per request behind the round-robin router: the
+    requests routed to the fast one keep the fast one's latency (no head-of-line blocking in the
+    router), the slow one gets its share, and nothing errors."""
+    import uvicorn
+
+    from recslm.serve.server import free_port
+
+    target = FleetTarget(tmp_path / "fleet", workers=1, policy="round_robin", cache_tokens=20_000, threads=1)
+    try:
+        deploy(target, "1", str(models / "a"), lambda endpoint: {"max_abs_diff": 0.0}, ready_timeout_s=120)
+        fast = target.active().handle["endpoints"][0]
+        proxy = _SlowProxy(fast, delay_s=1.5)
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(proxy.app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.05)
+        router = target.router()
+        httpx.post(f"{router}/workers", json={"url": f"http://127.0.0.1:{port}"}, timeout=30).raise_for_status()
+        deadline = time.monotonic() + 60
+        while sum(w["is_healthy"] for w in target.registered()) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        latencies = asyncio.run(_drive(router, loops=4, seconds=6.0))
+        server.should_exit = True
+        thread.join(timeout=30)
+    finally:
+        target.shutdown()
+    slow = proxy.generates
+    assert slow > 0 and len(latencies) > slow
+    # every request the router did not send to the slow worker came back at the fast worker's speed
+    assert sum(t < 0.5 for t in latencies) >= 0.9 * (len(latencies) - slow)
+    assert sum(t >= 1.5 for t in latencies) <= slow
+
+
+async def _drive(router: str, loops: int, seconds: float) -> list[float]:
+    """``loops`` members scoring back to back through the router for ``seconds``; every request's latency."""
+    latencies: list[float] = []
+    async with Client(router) as client:
+
+        async def member(i: int) -> None:
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                started = time.perf_counter()
+                await client.score([10 + i] * 32, [[20 + j] * 4 for j in range(4)], [3, 4], routing_key=str(i))
+                latencies.append(time.perf_counter() - started)
+
+        await asyncio.gather(*(member(i) for i in range(loops)))
+    return latencies
