@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(VENV)/bin/recslm run configs/demo.yaml $(ARGS)
 
 # The teacher the demo starts from (models/demo-teacher, committed): configs/teacher.yaml trains it
-# (about 30 minutes on 2 CPU cores), then `recslm teacher export` copies it out of the store with its
+# (about 75 minutes on 2 CPU cores), then `recslm teacher export` copies it out of the store with its
 # card (command, commit, data key, val and test AUC beside the baselines).
 teacher: $(STAMP)
 	$(VENV)/bin/recslm run configs/teacher.yaml --run-id demo-teacher
