@@ -552,8 +552,11 @@ class PipelineConfig(StrictModel):
         return self.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(self.run.root / 'mlflow.db').resolve()}"
 
     def config_hash(self) -> str:
-        """sha256 of the canonical JSON of the validated config."""
-        return stable_hash(self.model_dump(mode="json"))
+        """sha256 of the canonical JSON of the validated config's values that differ from their
+        defaults: writing a default is the same as leaving it out, and a field a later recslm
+        adds (with a default) leaves every existing config's hash alone. What a stage computes
+        is pinned by its content key, which dumps the stage's whole config, defaults included."""
+        return stable_hash(self.model_dump(mode="json", exclude_defaults=True))
 
 
 def stable_hash(obj: Any) -> str:
