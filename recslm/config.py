@@ -403,6 +403,10 @@ class ServeConfig(StrictModel):
     port: int = Field(30000, ge=1, le=65535, description="Server port.")
     router_policy: Literal["cache_aware", "member_hash", "round_robin"] = Field("cache_aware", description="Router policy across replicas.")
     cache_tokens: int = Field(200_000, ge=0, description="Local engine: prefix-cache budget in tokens.")
+    max_body_bytes: int = Field(1 << 20, ge=1, description="Local engine: largest request body (413 beyond, before parsing).")
+    max_items: int = Field(1024, ge=1, description="Local engine: most items in one /v1/score request, or prompts in one /generate batch (400 beyond).")
+    max_request_tokens: int = Field(32_768, ge=1, description="Local engine: most tokens in one request, prompts plus max_new_tokens (400 beyond).")
+    max_batch_tokens: int = Field(8192, ge=1, description="Local engine: most packed item tokens in one scoring forward (bounds memory; larger batches are split).")
     max_running_requests: int | None = Field(None, ge=1, description="SGLang --max-running-requests per replica; empty = SGLang's default.")
     namespace: str = Field(
         "recslm", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", description="Kubernetes namespace of the fleet (a DNS-1123 label)."

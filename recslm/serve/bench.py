@@ -28,6 +28,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import httpx
+
 from recslm.serve.client import Client, ServerError, Timing
 
 
@@ -118,11 +120,7 @@ async def run_workload(endpoint: str, w: Workload, vocab_size: int | None = None
         if not await client.health():
             raise ServerError(f"{endpoint}/health: the server is not up")
         workers = await _router_workers(client)
-        if workers:  # the router does not proxy /model_info: ask a worker
-            async with Client(workers[0]) as first:
-                info = await first.model_info()
-        else:
-            info = await client.model_info()
+        info = await _model_info(client, workers)
         before = await _worker_metrics(workers)
         members = _Members(w, vocab_size or int(info.get("vocab_size") or 32000))
         results: list[MemberResult] = []
@@ -161,6 +159,20 @@ async def run_workload(endpoint: str, w: Workload, vocab_size: int | None = None
         result["scoring_api"] = client.scoring
         result["per_worker"] = _per_worker(before, after)
     return result
+
+
+async def _model_info(client: Client, workers: list[str]) -> dict[str, Any]:
+    """The served model's info: from the server, or (the router does not proxy /model_info)
+    from the first worker behind the router that answers; a lost worker is skipped."""
+    if not workers:
+        return await client.model_info()
+    for url in workers:
+        try:
+            async with Client(url, timeout_s=10) as worker:
+                return await worker.model_info()
+        except (ServerError, OSError, httpx.HTTPError):
+            continue
+    raise ServerError(f"{client.base_url}: no worker behind the router answers /model_info")
 
 
 async def _router_workers(client: Client) -> list[str]:

@@ -35,6 +35,7 @@ import httpx
 from recslm.errors import RecslmError
 from recslm.jsonfile import write_json
 from recslm.serve.client import is_router, prefill_body, scores_from_prefill
+from recslm.serve.limits import ServeLimits, limit_flags
 from recslm.serve.server import free_port
 
 
@@ -135,10 +136,12 @@ class LocalTarget:
     """Versions as ``recslm serve`` processes on this machine; ``fleet.json`` in ``state_dir``
     records the active version (the traffic endpoint clients read) and every running one."""
 
-    def __init__(self, state_dir: Path, *, cache_tokens: int = 200_000, threads: int | None = None, python: str = sys.executable):
+    def __init__(
+        self, state_dir: Path, *, cache_tokens: int = 200_000, threads: int | None = None, python: str = sys.executable, limits: ServeLimits | None = None,
+    ):  # fmt: skip
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.cache_tokens, self.threads, self.python = cache_tokens, threads, python
+        self.cache_tokens, self.threads, self.python, self.limits = cache_tokens, threads, python, limits
 
     @property
     def state_file(self) -> Path:
@@ -160,7 +163,7 @@ class LocalTarget:
 
     def start(self, version: str, model: str) -> Release:
         port = free_port()
-        pid = spawn_engine(model, port, self.state_dir / f"{version}.log", cache_tokens=self.cache_tokens, threads=self.threads, python=self.python)
+        pid = spawn_engine(model, port, self.state_dir / f"{version}.log", cache_tokens=self.cache_tokens, threads=self.threads, python=self.python, limits=self.limits)
         release = Release(version, f"http://127.0.0.1:{port}", {"pid": pid})
         state = self._state()
         state["releases"][version] = {"endpoint": release.endpoint, "pid": pid, "model": str(model)}
@@ -186,12 +189,17 @@ class LocalTarget:
 
 
 # --------------------------------------------------------------------------- engine processes
-def spawn_engine(model: str, port: int, log_path: Path, *, cache_tokens: int = 200_000, threads: int | None = None, python: str = sys.executable) -> int:
+def spawn_engine(
+    model: str, port: int, log_path: Path, *, cache_tokens: int = 200_000, threads: int | None = None, python: str = sys.executable,
+    limits: ServeLimits | None = None,
+) -> int:  # fmt: skip
     """Start ``recslm serve MODEL --port PORT`` in its own session, logging to ``log_path``; its pid."""
     log = open(log_path, "ab")  # noqa: SIM115 - the child owns it
     command = [python, "-m", "recslm.cli", "serve", str(model), "--port", str(port), "--cache-tokens", str(cache_tokens)]
     if threads:
         command += ["--threads", str(threads)]
+    if limits is not None:
+        command += limit_flags(limits)
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "RECSLM_PROGRESS": "0"})
     return process.pid
 

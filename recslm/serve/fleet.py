@@ -37,6 +37,7 @@ import httpx
 
 from recslm.jsonfile import write_json
 from recslm.serve.deploy import DeployError, Release, _alive, spawn_engine, terminate, wait_engine
+from recslm.serve.limits import ServeLimits
 from recslm.serve.server import free_port
 from recslm.serve.sglang import ROUTER_POLICY_ARGS
 
@@ -62,7 +63,7 @@ class FleetTarget:
 
     def __init__(
         self, state_dir: Path, *, workers: int = 2, policy: str = "cache_aware", cache_tokens: int = 200_000, threads: int | None = None,
-        python: str = sys.executable, router_timeout_s: float = 240.0, health_interval_s: int = 1, health_failures: int = 2,
+        python: str = sys.executable, router_timeout_s: float = 240.0, health_interval_s: int = 1, health_failures: int = 2, limits: ServeLimits | None = None,
     ):  # fmt: skip
         if workers < 1:
             raise ValueError(f"serve.replicas: a fleet needs at least one worker, got {workers}")
@@ -72,6 +73,7 @@ class FleetTarget:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.workers, self.policy, self.cache_tokens, self.threads, self.python = workers, policy, cache_tokens, threads, python
         self.router_timeout_s, self.health_interval_s, self.health_failures = router_timeout_s, health_interval_s, health_failures
+        self.limits = limits
 
     # ------------------------------------------------------------------ state
     @property
@@ -143,7 +145,9 @@ class FleetTarget:
         workers = []
         for i in range(self.workers):
             port = free_port()
-            pid = spawn_engine(model, port, self.state_dir / f"{version}-{i}.log", cache_tokens=self.cache_tokens, threads=self.threads, python=self.python)
+            pid = spawn_engine(
+                model, port, self.state_dir / f"{version}-{i}.log", cache_tokens=self.cache_tokens, threads=self.threads, python=self.python, limits=self.limits
+            )
             workers.append({"endpoint": f"http://127.0.0.1:{port}", "pid": pid})
         state = self._state()
         state["releases"][version] = {"model": str(model), "workers": workers}

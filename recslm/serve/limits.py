@@ -12,6 +12,7 @@ so a large but allowed request costs time, not a memory spike.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,16 @@ FLAGS = {
     "max_request_tokens": "--max-request-tokens",
     "max_batch_tokens": "--max-batch-tokens",
 }
+
+
+def limits_of(serve: Any) -> ServeLimits:
+    """The limits a ``serve`` config section sets (``ServeConfig``'s fields of the same names)."""
+    return ServeLimits(max_body_bytes=serve.max_body_bytes, max_items=serve.max_items, max_request_tokens=serve.max_request_tokens, max_batch_tokens=serve.max_batch_tokens)
+
+
+def limit_flags(limits: ServeLimits) -> list[str]:
+    """``recslm serve`` flags that set ``limits`` (how a deploy target passes them to its workers)."""
+    return [item for name, flag in FLAGS.items() for item in (flag, str(getattr(limits, name)))]
 
 
 def over_limit(what: str, value: int, limit_name: str, limit: int) -> str:

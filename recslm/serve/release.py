@@ -23,6 +23,7 @@ from recslm.models.prefix import make_groups
 from recslm.serve.bench import Workload, run_workload, table
 from recslm.serve.deploy import LocalTarget, SmokeTest, deploy, score_smoke_test
 from recslm.serve.fleet import FleetTarget
+from recslm.serve.limits import limits_of
 
 SMOKE_MEMBERS = 4
 
@@ -78,8 +79,9 @@ def deploy_model(
 def target_for(serve: ServeConfig, state_dir: Path) -> LocalTarget | FleetTarget:
     """The deploy target ``serve.target`` names (Kubernetes goes through the S3 store and
     :mod:`recslm.serve.kube_target`, not here)."""
+    limits = limits_of(serve)
     if serve.target == "local":
-        return LocalTarget(state_dir, cache_tokens=serve.cache_tokens)
+        return LocalTarget(state_dir, cache_tokens=serve.cache_tokens, limits=limits)
     if serve.target == "fleet":
-        return FleetTarget(state_dir, workers=serve.replicas, policy=serve.router_policy, cache_tokens=serve.cache_tokens, threads=1)
+        return FleetTarget(state_dir, workers=serve.replicas, policy=serve.router_policy, cache_tokens=serve.cache_tokens, threads=1, limits=limits)
     raise ConfigError("serve.target: kubernetes deploys run through the S3 artifact store and the Kubernetes target, not the local deploy")

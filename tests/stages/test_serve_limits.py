@@ -227,3 +227,22 @@ def test_a_burst_of_mixed_good_and_bad_requests_keeps_the_good_ones_exact(client
         else:
             assert 400 <= reply.status_code < 500, (bad[index], reply.text)
     assert client.get("/health").status_code == 200
+
+
+def test_a_deploy_target_passes_the_serve_configs_limits_to_its_engines(model_dir, tmp_path):
+    """serve.max_items (and the other limits) reach the engines a deploy starts, as flags."""
+    import httpx
+
+    from recslm.config import ServeConfig
+    from recslm.serve.limits import limits_of
+    from recslm.serve.release import target_for
+
+    target = target_for(ServeConfig(max_items=2), tmp_path / "state")
+    release = target.start("1", str(model_dir))
+    try:
+        target.wait_ready(release, 120)
+        reply = httpx.post(f"{release.endpoint}/v1/score", json={"query": [1, 2], "items": [[3], [4], [5]], "label_token_ids": [3]}, timeout=30)
+        assert reply.status_code == 400 and "max_items of 2" in reply.json()["error"]["message"]
+        assert limits_of(ServeConfig()) == ServeLimits()  # the config's defaults are the engine's
+    finally:
+        target.stop(release)
