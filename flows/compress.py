@@ -72,8 +72,8 @@ def source_tags() -> dict[str, str]:
     from prefect.runtime import deployment, flow_run
 
     tags = {"mlflow.source.type": "JOB", "mlflow.source.name": "flows/compress.py:compress"}
-    if deployment.name:
-        tags["recslm.prefect.deployment"] = f"{flow_run.flow_name}/{deployment.name}"
+    if deployment.name:  # the deployment that started the run (the pipeline may run as its subflow)
+        tags["recslm.prefect.deployment"] = deployment.name
     if flow_run.id:
         tags["recslm.prefect.flow_run_id"] = str(flow_run.id)
     commit = _git_commit()
@@ -137,6 +137,7 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
     logger.info("run %s: run folder %s, MLflow run %s", run_id, run_dir, parent)
     try:
         data = with_retries(data_task, config)(config, tracker.handle)
+        tracker.log_dataset(parent, f"{config.data.source} records", data.uri, data.key)  # the run's Dataset column in MLflow
         distill.check_sources(config, data.path)  # a student with another tokenizer stops before the teacher trains
         stages: dict[str, ArtifactRef] = {"data": data}
         references = with_retries(baselines_task, config)(config, tracker.handle, data) if config.baselines.enabled else None
