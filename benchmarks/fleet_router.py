@@ -57,8 +57,7 @@ def measure(model: Path, workers: int, policy: str, workload: Workload, kill_aft
 
 
 def row(name: str, r: dict) -> str:
-    workers = r.get("per_worker", {})
-    shares = "/".join(str(w["requests"]) if w["requests"] is not None else "lost" for w in workers.values())
+    shares = "/".join(str(w["requests"]) if w["requests"] is not None else "lost" for w in r.get("per_worker", []))
     return (f"{name:<28}{r['throughput']['members_per_s']:>10.2f}{r['prefix_cache_hit_rate']:>7.3f}{r['member_latency_ms']['p50']:>9.1f}"
             f"{r['member_latency_ms']['p99']:>9.1f}{r['errors']:>7}  {shares}")  # fmt: skip
 

@@ -197,16 +197,19 @@ async def _worker_metrics(workers: list[str]) -> dict[str, dict[str, Any] | None
     return out
 
 
-def _per_worker(before: dict[str, dict[str, Any] | None], after: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any]]:
-    """Requests and prefix-cache hit rate each worker served during the run (None: it did not answer at the end)."""
-    rows: dict[str, dict[str, Any]] = {}
+def _per_worker(before: dict[str, dict[str, Any] | None], after: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """Requests and prefix-cache hit rate each worker served during the run (None: it did not
+    answer at the end). A list, not a mapping keyed by URL: the rows are logged as MLflow
+    metrics, whose names cannot hold a URL's colon."""
+    rows: list[dict[str, Any]] = []
     for url, start in before.items():
         end = after.get(url)
         if start is None or end is None:
-            rows[url] = {"requests": None, "prefix_cache_hit_rate": None, "answered": end is not None}
+            rows.append({"endpoint": url, "requests": None, "prefix_cache_hit_rate": None, "answered": end is not None})
             continue
         prompt = end["prompt_tokens"] - start["prompt_tokens"]
-        rows[url] = {"requests": end["requests"] - start["requests"], "prefix_cache_hit_rate": (end["cached_tokens"] - start["cached_tokens"]) / prompt if prompt else 0.0, "answered": True}
+        hit = (end["cached_tokens"] - start["cached_tokens"]) / prompt if prompt else 0.0
+        rows.append({"endpoint": url, "requests": end["requests"] - start["requests"], "prefix_cache_hit_rate": hit, "answered": True})
     return rows
 
 

@@ -88,11 +88,13 @@ def prefect_ui(prefect_harness, smoke):
 
 
 @pytest.fixture(scope="module")
-def mlflow_ui(smoke):
+def mlflow_ui(smoke, tmp_path_factory):
     port = free_port()
     backend = smoke["cfg"].tracking_uri()
+    artifacts = tmp_path_factory.mktemp("mlflow-server-artifacts")  # runs logged through the server keep theirs here, not in ./mlartifacts
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend, "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                             "--workers", "1", "--artifacts-destination", str(artifacts)], cwd=artifacts,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         _wait(f"http://127.0.0.1:{port}/health")
         yield f"http://127.0.0.1:{port}"
@@ -102,12 +104,17 @@ def mlflow_ui(smoke):
 
 @needs_browser
 def test_prefect_shows_the_deployments_the_run_form_and_the_results(prefect_ui, smoke, tmp_path):
+    from mlflow.tracking import MlflowClient
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
+    # the smoke run "first" (other tests' runs in this session have results artifacts too)
+    first_run = MlflowClient(tracking_uri=smoke["cfg"].tracking_uri()).get_run(smoke["first"].mlflow_run_id)
+    flow_run_id = first_run.data.tags["recslm.prefect.flow_run_id"]
     with get_client(sync_client=True) as client:
         on_demand = next(d for d in client.read_deployments() if d.name == "on-demand")
-        (results, *_) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["recslm-results"])))
+        (results,) = [a for a in client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+                      if a.key == "recslm-results"]  # fmt: skip
     render(f"{prefect_ui}/deployments", "prefect-deployments.png", tmp_path, expect=("nightly", "on-demand", "champion", "k8s-gpu", "recslm-retrain"))
     render(f"{prefect_ui}/deployments/deployment/{on_demand.id}/run", "prefect-run-form.png", tmp_path, size="1400,1100",
            expect=("Config File", "Overrides", "Run Id"))  # fmt: skip
