@@ -53,6 +53,11 @@ def _bad_rows_policy(value: str) -> str:
     return value
 
 
+def print_table(table: Table) -> None:
+    """A log file or pipe gets rich's 80 columns, which would fold names and paths: print wide there."""
+    (console if console.is_terminal else Console(width=220, markup=False)).print(table)
+
+
 def print_summary(summary: dict) -> None:
     """The final table: stages (cached or not, time) and models (AUC per task, mean, delta)."""
     stages = Table(title=f"run {summary['run_id']} ({summary['wall_s']:.1f} s)")
@@ -72,8 +77,7 @@ def print_summary(summary: dict) -> None:
             *[f"{m['auc'].get(t, float('nan')):.4f}" for t in tasks], f"{m['auc_mean']:.4f}", f"{m['auc_delta_pct']:+.2f}",
             f"{val_mean:.4f}" if val_mean is not None else "-", f"{val_delta:+.2f}" if val_delta is not None else "-",
         )
-    # a log file or pipe gets rich's 80 columns, which would cut model names: use a wide console there
-    (console if console.is_terminal else Console(width=220, markup=False)).print(models)
+    print_table(models)
     if summary.get("teacher_gate"):
         gate = summary["teacher_gate"]
         console.print(f"teacher gate: {'passes' if gate['passed'] else 'FAILS'} (teacher val {gate['teacher_val_auc_mean']:.4f}; "
@@ -324,7 +328,7 @@ def store_verify(
     for v in verdicts:
         problem = "; ".join(f"{p.file} {p.what}" for p in v.problems) + (f" (moved to {v.moved_to})" if v.moved_to else "")
         table.add_row(v.stage, v.key[:12], v.status, problem)
-    (console if console.is_terminal else Console(width=220, markup=False)).print(table)
+    print_table(table)
     counts = {status: sum(v.status == status for v in verdicts) for status in ("ok", "corrupt", "unverified")}
     console.print(f"{counts['ok']} ok, {counts['corrupt']} corrupt, {counts['unverified']} unverified (published before manifests)", highlight=False)
     if counts["corrupt"] and not quarantine:
@@ -350,8 +354,7 @@ def config_fields() -> None:
         table.add_column(col, overflow="fold")
     for name, type_name, default, description in iter_fields(PipelineConfig):
         table.add_row(name, type_name, json.dumps(default, default=str), description)
-    # piped output (docs, grep) gets full-width rows instead of folded cells
-    (console if console.is_terminal else Console(width=220, markup=False)).print(table)
+    print_table(table)
 
 
 if __name__ == "__main__":

@@ -157,3 +157,13 @@ def run_readme_deploy_commands(repo: Path, api_url: str) -> list[str]:
         if proc.returncode != 0:
             raise AssertionError(f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return commands
+
+
+def answers_health(endpoint: str) -> bool:
+    """Whether a server answers ``/health`` with 200 (False when nothing listens)."""
+    import httpx
+
+    try:
+        return httpx.get(f"{endpoint}/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -3,7 +3,6 @@ Kubernetes target's API calls against an in-memory API server."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from recslm.config import ServeConfig
@@ -12,7 +11,7 @@ from recslm.serve.deploy import DeployError, LocalTarget, deploy
 from recslm.serve.k8s import router_name, worker_name
 from recslm.serve.kube_target import ACTIVE_ANNOTATION, KubernetesTarget
 from recslm.serve.release import offline_smoke_test
-from tests.helpers import tiny_model
+from tests.helpers import answers_health, tiny_model
 
 pytestmark = pytest.mark.slow
 
@@ -33,11 +32,6 @@ def smoke_for(model_dir, records, tokenizer):
     return offline_smoke_test(model_dir, records, tokenizer, members=3)
 
 
-def healthy(endpoint: str) -> bool:
-    try:
-        return httpx.get(f"{endpoint}/health", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_deploy_moves_traffic_only_after_checks_and_rolls_back_every_failure(models, records, tokenizer, tmp_path):
@@ -51,12 +45,12 @@ def test_deploy_moves_traffic_only_after_checks_and_rolls_back_every_failure(mod
         second = deploy(target, "2", str(models / "b"), smoke_b, ready_timeout_s=120)
         v2 = target.active()
         assert second.previous == "1" and v2.version == "2" and second.traffic_endpoint == v2.endpoint
-        assert healthy(v2.endpoint) and not healthy(v1.endpoint)  # the old version was stopped after the switch
+        assert answers_health(v2.endpoint) and not answers_health(v1.endpoint)  # the old version was stopped after the switch
 
         # a version that cannot start: traffic never moves
         with pytest.raises(DeployError, match="(?s)version 3 failed before it got traffic .*exited while starting.*not a loadable.*2 keeps serving"):
             deploy(target, "3", str(models / "broken"), smoke_b, ready_timeout_s=120)
-        assert target.active().version == "2" and healthy(v2.endpoint)
+        assert target.active().version == "2" and answers_health(v2.endpoint)
 
         # a version that serves the wrong model: caught by the direct smoke test, stopped
         with pytest.raises(DeployError, match="scores differ from the offline scores"):
@@ -74,7 +68,7 @@ def test_deploy_moves_traffic_only_after_checks_and_rolls_back_every_failure(mod
 
         with pytest.raises(DeployError, match="(?s)version 5 failed its smoke test through .*traffic is back on 2"):
             deploy(target, "5", str(models / "a"), flaky, ready_timeout_s=120)
-        assert target.active().version == "2" and healthy(v2.endpoint) and not healthy(calls[0])
+        assert target.active().version == "2" and answers_health(v2.endpoint) and not answers_health(calls[0])
         with pytest.raises(DeployError, match="already the active version"):
             deploy(target, "2", str(models / "b"), smoke_b)
     finally:

@@ -25,7 +25,7 @@ from recslm.serve.client import Client
 from recslm.serve.deploy import DeployError, deploy
 from recslm.serve.fleet import FleetTarget
 from recslm.serve.release import offline_smoke_test
-from tests.helpers import tiny_model
+from tests.helpers import answers_health, tiny_model
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("sglang_router", reason="the fleet target needs the sglang-router wheel (make install adds it)")
@@ -84,7 +84,7 @@ def test_blue_green_through_the_router_and_rollback(fleet, models, records, toke
     v2 = fleet.active()
     assert second.previous == "1" and v2.version == "2"
     assert {w["url"] for w in fleet.registered()} == set(v2.handle["endpoints"])
-    assert not any(_answers(url) for url in v1.handle["endpoints"])
+    assert not any(answers_health(url) for url in v1.handle["endpoints"])
     offline_b = score_records(load_model(models / "b"), tokenizer, records).scores
     routed, _ = _routed_scores(router, records, tokenizer)
     assert max(abs(a - b) for a, b in zip(routed, offline_b)) < 1e-4
@@ -101,16 +101,11 @@ def test_blue_green_through_the_router_and_rollback(fleet, models, records, toke
     with pytest.raises(DeployError, match="(?s)version 3 failed its smoke test through .*traffic is back on 2"):
         deploy(fleet, "3", str(models / "a"), fails_through_the_router, ready_timeout_s=120)
     assert fleet.active().version == "2" and {w["url"] for w in fleet.registered()} == set(v2.handle["endpoints"])
-    assert not any(_answers(url) for url in calls[:2])  # version 3's workers were stopped
+    assert not any(answers_health(url) for url in calls[:2])  # version 3's workers were stopped
     routed, _ = _routed_scores(router, records, tokenizer)
     assert max(abs(a - b) for a, b in zip(routed, offline_b)) < 1e-4
 
 
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=3).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_a_worker_killed_under_load_leaves_rotation_and_the_bench_finishes(fleet, models, records, tokenizer):
