@@ -4,8 +4,9 @@ data -> baselines -> teacher -> evaluate -> [SFT baselines -> evaluate each] -> 
 [teacher_logits] -> distill (each student) -> evaluate each -> select (on val) -> [profile -> prune -> evaluate] -> [quantize ->
 evaluate, per scheme] -> [deploy + bench] -> [register: every candidate a registry
 version, the release candidate champion or challenger]. Heavy stages run here, as Slurm
-jobs or on a work pool (``execution.backend``). A config that enables something this
-version cannot run stops before any work, instead of being silently ignored.
+jobs or on a work pool (``execution.backend``). A config whose settings cannot work together
+(a student folder that is not there, a pruning schedule or a quantization group size the
+model does not allow) stops before any work.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from prefect import flow, get_run_logger
 
 import recslm
 from recslm.config import PipelineConfig
-from recslm.errors import StageNotAvailableError
 from recslm.select import NoQualifyingStudentError, Selection, TeacherGateError, teacher_gate
 from recslm.stages import distill, teacher_logits
 from recslm.store import ArtifactRef
@@ -36,14 +36,6 @@ from tasks.register import register_task
 from tasks.serve import deploy_task
 from tasks.teacher import teacher_task
 from tasks.tracking import Tracker, TrackingHandle, artifact_location_for
-
-
-def unavailable_stages(config: PipelineConfig) -> list[str]:
-    """Config switches for stages this version does not run yet."""
-    wanted = {
-        "serve.target kubernetes (the deploy stage drives the local and fleet targets so far; recslm/serve/kube_target.py is tested on its own)": config.serve.enabled and config.serve.target == "kubernetes",
-    }
-    return [name for name, on in wanted.items() if on]
 
 
 def new_run_id() -> str:
@@ -113,12 +105,6 @@ def _stage_record(ref: ArtifactRef) -> StageRecord:
 @flow(name="recslm-compress", log_prints=True)
 def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
     """Run the pipeline for ``config``; write and return ``<run.root>/<run_id>/summary.json``."""
-    missing = unavailable_stages(config)
-    if missing:
-        raise StageNotAvailableError(
-            "this version of recslm cannot run " + ", ".join(missing)
-            + ": turn those off or upgrade recslm"
-        )
     distill.check_student_paths(config)  # a student folder that is not there stops before any work
     if config.prune.enabled:
         from recslm.prune.schedule import plan

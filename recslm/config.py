@@ -525,6 +525,10 @@ class PipelineConfig(StrictModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"students: duplicate names {dupes}")
+        if self.serve.enabled and self.serve.target == "kubernetes" and not self.store_uri().startswith("s3://"):
+            raise ValueError(
+                f"serve.target: kubernetes: the fleet's pods download the model from the artifact store, so store.uri must be an s3:// URI (it is {self.store_uri()})"
+            )
         if self.registry.enabled and not self.tracking.enabled:
             raise ValueError("registry.enabled: the model registry is MLflow's; turn tracking.enabled on, or registry.enabled off")
         if self.teacher.path is not None and self.data.tokenizer.kind == "bpe":
@@ -545,6 +549,10 @@ class PipelineConfig(StrictModel):
         """Seed of everything student-side (initialization, data order, pruning and quantization
         calibration): ``distill.seed``, else ``run.seed``."""
         return self.distill.seed if self.distill.seed is not None else self.run.seed
+
+    def registered_model_name(self) -> str:
+        """The model's name in the registry and on a cluster: ``registry.model_name``, else ``run.name``."""
+        return self.registry.model_name or self.run.name
 
     def store_uri(self) -> str:
         """The artifact store location, defaulting to a folder under ``run.root``."""

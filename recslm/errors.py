@@ -32,10 +32,6 @@ class TokenizerError(RecslmError):
     """A tokenizer cannot serve recslm (e.g. an answer word is not one token)."""
 
 
-class StageNotAvailableError(ConfigError):
-    """The config enables a stage this version of recslm cannot run yet."""
-
-
 class TransientError(RecslmError):
     """Something outside recslm failed in a way that may pass on retry."""
 

@@ -48,7 +48,7 @@ class Registration(BaseModel):
 
 
 def registered_name(config: PipelineConfig) -> str:
-    return config.registry.model_name or config.run.name
+    return config.registered_model_name()
 
 
 def lineage_tags(summary: RunSummary, model: ModelRecord, uri: str) -> dict[str, str]:

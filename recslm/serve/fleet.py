@@ -39,20 +39,17 @@ from recslm.jsonfile import write_json
 from recslm.serve.deploy import DeployError, Release, _alive, spawn_engine, terminate, wait_engine
 from recslm.serve.limits import ServeLimits
 from recslm.serve.server import free_port
-from recslm.serve.sglang import ROUTER_POLICY_ARGS
+from recslm.serve.sglang import ROUTER_HEALTH_FAILURES, ROUTER_HEALTH_INTERVAL_S, ROUTER_POLICY_ARGS, router_policy_args
 
 
-def router_command(port: int, policy: str, *, health_interval_s: int = 1, health_failures: int = 2, python: str = sys.executable) -> list[str]:
-    """The local router's command: no workers at start (they are added per version through
-    its API), the health checks tight enough that a lost worker leaves rotation in seconds."""
+def router_command(port: int, policy: str, *, health_interval_s: int = ROUTER_HEALTH_INTERVAL_S, health_failures: int = ROUTER_HEALTH_FAILURES, python: str = sys.executable) -> list[str]:
+    """The local router's command: the Kubernetes router's policy and health checks
+    (:func:`~recslm.serve.sglang.router_policy_args`), but no workers at start: they are
+    added per version through its API instead of discovered from pod labels."""
     return [
         python, "-m", "sglang_router.launch_router",
         "--host", "127.0.0.1", "--port", str(port),
-        *ROUTER_POLICY_ARGS[policy],
-        "--health-check-interval-secs", str(health_interval_s),
-        "--health-failure-threshold", str(health_failures),
-        "--health-success-threshold", "1",
-        "--health-check-timeout-secs", "5",
+        *router_policy_args(policy, health_interval_s=health_interval_s, health_failures=health_failures),
         "--worker-startup-timeout-secs", "120",
         "--prometheus-port", str(free_port()),
     ]  # fmt: skip

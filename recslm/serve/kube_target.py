@@ -1,7 +1,8 @@
 """The Kubernetes deploy target: the SGLang fleet of :mod:`recslm.serve.k8s` as a :class:`Target`.
 
-Not reached by the pipeline yet: the flow's deploy stage drives the local target only, and
-refuses ``serve.target: kubernetes``; this target is tested against an in-memory API server.
+The flow's deploy stage and ``deploy_champion`` use it with ``serve.target: kubernetes``: the
+workers' init container downloads the model from the S3 artifact store (the config requires
+an ``s3://`` store), and the deploy stage smoke-tests and benchmarks through the cluster.
 
 A version is its own Deployment, Service and PodDisruptionBudget (``render_fleet``'s
 worker objects); the model's single router selects exactly one version's pods, so moving
@@ -27,9 +28,18 @@ _WORKER_KINDS = ("Deployment", "Service", "PodDisruptionBudget")
 
 
 class KubeApi(Protocol):
+    """The cluster, as far as a deploy needs it: objects, and how this process reaches a Service."""
+
     def apply(self, obj: dict[str, Any]) -> None: ...
     def get(self, api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None: ...
     def delete(self, api_version: str, kind: str, name: str, namespace: str) -> None: ...
+    def service_url(self, name: str, namespace: str, port: int) -> str: ...
+
+
+def connect() -> KubeApi:
+    """The cluster the deploy runs against: in-cluster config in a Kubernetes work pool's pod,
+    else the kubeconfig (``KUBECONFIG`` or ``~/.kube/config``)."""
+    return DynamicKubeApi()
 
 
 class DynamicKubeApi:
@@ -73,6 +83,10 @@ class DynamicKubeApi:
             if exc.status != 404:
                 raise
 
+    def service_url(self, name: str, namespace: str, port: int) -> str:
+        """Cluster DNS: the deploy task runs inside the cluster (a Kubernetes work pool)."""
+        return f"http://{name}.{namespace}.svc:{port}"
+
 
 def rollout_complete(deployment: dict[str, Any] | None) -> bool:
     """Kubernetes' own definition (``kubectl rollout status``): the controller saw the latest
@@ -90,16 +104,21 @@ def rollout_complete(deployment: dict[str, Any] | None) -> bool:
 
 
 class KubernetesTarget:
+    """Blue/green on a cluster: a version is its own worker Deployment; the router moves."""
+
     def __init__(self, cfg: ServeConfig, model_name: str, model_uri_of: dict[str, str] | None = None, api: KubeApi | None = None, poll_s: float = 5.0):
         self.cfg, self.model_name, self.poll_s = cfg, model_name, poll_s
-        self.api = api or DynamicKubeApi()
+        self.api = api or connect()
         self.model_uri_of = model_uri_of or {}
 
     def _objects(self, version: str, model_uri: str) -> list[dict[str, Any]]:
         return render_fleet(self.cfg, model_name=self.model_name, version=version, model_uri=model_uri)
 
     def _endpoint(self, version: str) -> str:
-        return f"http://{worker_name(self.model_name, version)}.{self.cfg.namespace}.svc:{self.cfg.port}"
+        return self.api.service_url(worker_name(self.model_name, version), self.cfg.namespace, self.cfg.port)
+
+    def router_endpoint(self) -> str:
+        return self.api.service_url(router_name(self.model_name), self.cfg.namespace, self.cfg.router_port)
 
     def active(self) -> Release | None:
         router = self.api.get("apps/v1", "Deployment", router_name(self.model_name), self.cfg.namespace)
@@ -125,7 +144,7 @@ class KubernetesTarget:
         self._wait(worker_name(self.model_name, release.version), timeout_s, f"version {release.version}")
 
     def route(self, release: Release) -> str:
-        uri = self.model_uri_of.get(release.version, "s3://unknown-bucket/")
+        uri = self.model_uri_of.get(release.version, "s3://unknown-bucket/")  # renders the workers, which are skipped here
         for obj in self._objects(release.version, uri):
             if obj["kind"] in _WORKER_KINDS and obj["metadata"]["name"] == worker_name(self.model_name, release.version):
                 continue
@@ -133,9 +152,20 @@ class KubernetesTarget:
                 obj["metadata"].setdefault("annotations", {})[ACTIVE_ANNOTATION] = release.version
             self.api.apply(obj)
         self._wait(router_name(self.model_name), self.cfg.startup_timeout_s, "router")
-        return f"http://{router_name(self.model_name)}.{self.cfg.namespace}.svc:{self.cfg.router_port}"
+        return self.router_endpoint()
 
     def stop(self, release: Release) -> None:
         name = worker_name(self.model_name, release.version)
         for kind, api_version in (("Deployment", "apps/v1"), ("Service", "v1"), ("PodDisruptionBudget", "policy/v1")):
             self.api.delete(api_version, kind, name, self.cfg.namespace)
+
+    def status(self) -> dict[str, Any]:
+        """The router, the active version and its replicas as the Deployment reports them;
+        ``degraded`` when fewer are available than declared (what the deploy stage records)."""
+        active = self.active()
+        worker = self.api.get("apps/v1", "Deployment", worker_name(self.model_name, active.version), self.cfg.namespace) if active else None
+        available = int(((worker or {}).get("status") or {}).get("availableReplicas", 0))
+        return {
+            "router": self.router_endpoint(), "policy": self.cfg.router_policy, "version": active.version if active else None,
+            "namespace": self.cfg.namespace, "declared": self.cfg.replicas, "healthy": available, "degraded": available < self.cfg.replicas,
+        }  # fmt: skip

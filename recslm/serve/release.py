@@ -2,8 +2,9 @@
 
 The smoke test scores the first members of the evaluation split and compares with the
 model's offline scores of the same prompts; the benchmark is :mod:`recslm.serve.bench`
-with the run's ``bench`` section, against the traffic endpoint. On the local target the
-engine is stopped afterwards unless ``serve.keep_running``.
+with the run's ``bench`` section, against the traffic endpoint. The local engine and the
+local fleet are stopped afterwards unless ``serve.keep_running``; a Kubernetes deploy is the
+point of the run and keeps serving (the next deploy replaces it, blue/green).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from recslm.models.factory import load_model
 from recslm.models.prefix import make_groups
 from recslm.serve.bench import Workload, run_workload, table
 from recslm.serve.deploy import LocalTarget, SmokeTest, deploy, score_smoke_test
+from recslm.serve import kube_target
 from recslm.serve.fleet import FleetTarget
+from recslm.serve.kube_target import KubernetesTarget
 from recslm.serve.limits import limits_of
 
 SMOKE_MEMBERS = 4
@@ -51,13 +54,24 @@ def workload(bench: BenchConfig) -> Workload:
 
 
 def deploy_model(
-    model_dir: Path, data_dir: Path, out_dir: Path, *, version: str, serve: ServeConfig, bench: BenchConfig, evaluate: EvaluateConfig, state_dir: Path
-) -> dict[str, Any]:
-    """Deploy ``model_dir`` as ``version``; return the deploy record and the benchmark result."""
-    target = target_for(serve, state_dir)
-    result = deploy(target, version, str(model_dir), smoke_test_for(model_dir, data_dir, evaluate.split), ready_timeout_s=serve.startup_timeout_s)
-    metrics: dict[str, Any] = {"deploy": result.dump(), "kept_running": serve.keep_running, "target": serve.target}
-    if isinstance(target, FleetTarget):
+    model_dir: Path, data_dir: Path, out_dir: Path, *, version: str, serve: ServeConfig, bench: BenchConfig, evaluate: EvaluateConfig, state_dir: Path,
+    model_name: str = "model", model_uri: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Deploy ``model_dir`` as ``version``; return the deploy record and the benchmark result.
+
+    ``model_uri`` is where a cluster's workers fetch the same model (its ``s3://`` folder in
+    the artifact store); the local targets serve ``model_dir``."""
+    target = target_for(serve, state_dir, model_name)
+    if isinstance(target, KubernetesTarget):
+        if not model_uri or not model_uri.startswith("s3://"):
+            raise ConfigError(f"serve.target: kubernetes: the workers download the model from S3, but its artifact is at {model_uri or model_dir}; set store.uri to an s3:// URI")
+        served = model_uri
+    else:
+        served = str(model_dir)
+    result = deploy(target, version, served, smoke_test_for(model_dir, data_dir, evaluate.split), ready_timeout_s=serve.startup_timeout_s)
+    keeps = serve.keep_running or isinstance(target, KubernetesTarget)
+    metrics: dict[str, Any] = {"deploy": result.dump(), "kept_running": keeps, "target": serve.target}
+    if isinstance(target, (FleetTarget, KubernetesTarget)):
         metrics["fleet"] = target.status()
     try:
         if bench.enabled:
@@ -65,10 +79,10 @@ def deploy_model(
             write_json(out_dir / "bench.json", measured)
             (out_dir / "bench.txt").write_text(table(measured) + "\n")
             metrics["bench"] = {k: measured[k] for k in ("ttft_ms", "member_latency_ms", "tpot_ms", "throughput", "prefix_cache_hit_rate", "members", "errors", "per_worker") if k in measured}
-        if isinstance(target, FleetTarget):
+        if isinstance(target, (FleetTarget, KubernetesTarget)):
             metrics["fleet_after_bench"] = target.status()
     finally:
-        if not serve.keep_running:
+        if not keeps:
             if isinstance(target, FleetTarget):
                 target.shutdown()
             else:
@@ -76,12 +90,12 @@ def deploy_model(
     return metrics
 
 
-def target_for(serve: ServeConfig, state_dir: Path) -> LocalTarget | FleetTarget:
-    """The deploy target ``serve.target`` names (Kubernetes goes through the S3 store and
-    :mod:`recslm.serve.kube_target`, not here)."""
+def target_for(serve: ServeConfig, state_dir: Path, model_name: str = "model") -> LocalTarget | FleetTarget | KubernetesTarget:
+    """The deploy target ``serve.target`` names; a Kubernetes fleet's objects are named after
+    ``model_name`` (one router per model, one worker Deployment per version)."""
     limits = limits_of(serve)
     if serve.target == "local":
         return LocalTarget(state_dir, cache_tokens=serve.cache_tokens, limits=limits)
     if serve.target == "fleet":
         return FleetTarget(state_dir, workers=serve.replicas, policy=serve.router_policy, cache_tokens=serve.cache_tokens, threads=1, limits=limits)
-    raise ConfigError("serve.target: kubernetes deploys run through the S3 artifact store and the Kubernetes target, not the local deploy")
+    return KubernetesTarget(serve, model_name, api=kube_target.connect())

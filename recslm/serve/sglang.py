@@ -142,6 +142,24 @@ def _sglang_version() -> str:
         return "(unknown version)"
 
 
+ROUTER_HEALTH_INTERVAL_S = 5  # a lost worker leaves rotation within interval x failures
+ROUTER_HEALTH_FAILURES = 2
+
+
+def router_policy_args(policy: str, *, health_interval_s: int = ROUTER_HEALTH_INTERVAL_S, health_failures: int = ROUTER_HEALTH_FAILURES) -> list[str]:
+    """How the router routes and when it drops a worker: the part of its command the local
+    fleet and the Kubernetes fleet share (they differ only in how they learn the workers).
+    The router's own defaults (a check every 60 s, 3 failures) would keep sending to a dead
+    worker for minutes."""
+    return [
+        *ROUTER_POLICY_ARGS[policy],
+        "--health-check-interval-secs", str(health_interval_s),
+        "--health-failure-threshold", str(health_failures),
+        "--health-success-threshold", "1",
+        "--health-check-timeout-secs", "5",
+    ]  # fmt: skip
+
+
 def router_args(cfg: ServeConfig, *, selector: Mapping[str, str], namespace: str, host: str = "0.0.0.0") -> list[str]:
     """Arguments of ``python -m sglang_router.launch_router``: the policy of
     ``cfg.router_policy`` over the worker pods that match ``selector`` in ``namespace``.
@@ -154,7 +172,7 @@ def router_args(cfg: ServeConfig, *, selector: Mapping[str, str], namespace: str
     return [
         "--host", host,
         "--port", str(cfg.router_port),
-        *ROUTER_POLICY_ARGS[cfg.router_policy],
+        *router_policy_args(cfg.router_policy),
         "--service-discovery",
         "--selector", *(f"{key}={value}" for key, value in selector.items()),
         "--service-discovery-port", str(cfg.port),

@@ -11,9 +11,10 @@ from recslm.store import ArtifactRef
 
 def key(config: Any, model_name: str, run_id: str) -> Any:
     """A verified-and-benchmarked deploy of the same model with the same settings is reused on a
-    rerun; one that keeps running is an action of its run, never reused."""
+    rerun; one that keeps running (a Kubernetes deploy always does) is an action of its run,
+    never reused."""
     stage = {"serve": dump(config.serve), "bench": dump(config.bench), "split": config.evaluate.split}
-    if config.serve.keep_running:
+    if config.serve.keep_running or config.serve.target == "kubernetes":
         stage["run_id"] = run_id
     return stage
 
@@ -24,6 +25,7 @@ def body(config: Any, ctx: StageContext, inputs: dict[str, ArtifactRef], model_n
     return deploy_model(
         inputs["model"].path / "model", inputs["data"].path, ctx.out, version=run_id, serve=config.serve, bench=config.bench,
         evaluate=config.evaluate, state_dir=config.run.root / "serve" / model_name,
+        model_name=config.registered_model_name(), model_uri=f"{inputs['model'].uri}/model",
     )  # fmt: skip
 
 

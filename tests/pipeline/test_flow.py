@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from recslm.errors import ConfigError, StageNotAvailableError
+from recslm.errors import ConfigError
 
 pytestmark = pytest.mark.slow
 
@@ -305,16 +305,6 @@ def test_group_size_the_pruned_students_cannot_take_stops_before_any_work(smoke,
     with pytest.raises(ConfigError, match=r"tiny-llama o_proj \(16\)"):
         compress(cfg, run_id="ungroupable")
     assert not (smoke["root"] / "ungroupable").exists()
-
-
-def test_stage_this_version_cannot_run_stops_before_any_work(smoke, prefect_harness):
-    from flows.compress import compress
-
-    cfg = smoke["cfg"].model_copy(deep=True)
-    cfg.serve.target = "kubernetes"
-    with pytest.raises(StageNotAvailableError, match="serve.target kubernetes"):
-        compress(cfg, run_id="fleet")
-    assert not (smoke["root"] / "fleet").exists()
 
 
 def test_a_rerun_over_a_bit_flipped_artifact_stops_naming_artifact_and_file(smoke, prefect_harness, tmp_path):

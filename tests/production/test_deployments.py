@@ -78,7 +78,11 @@ def test_backends_and_the_stage_deployment_match_the_config_defaults(by_name):
         params = by_name[name]["parameters"]["params"]
         config = load_config(REPO / params["config_file"], params["overrides"])
         assert config.execution.backend == backend
-    assert load_config(REPO / "configs/demo.yaml", by_name["kubernetes"]["parameters"]["params"]["overrides"]).store.uri.startswith("s3://")
+    on_cluster = load_config(REPO / "configs/demo.yaml", by_name["kubernetes"]["parameters"]["params"]["overrides"])
+    assert on_cluster.store.uri.startswith("s3://") and on_cluster.serve.target == "kubernetes"
+    # the deploy stage talks to the API server as the deployer (infra/k8s/recslm-deployer.yaml)
+    assert by_name["kubernetes"]["work_pool"]["job_variables"]["service_account_name"] == "recslm-deployer"
+    assert by_name["kubernetes"]["work_pool"]["job_variables"]["mount_service_account_token"] is True
 
 
 def test_gpu_job_variables_exist_in_the_work_pool_template(by_name):

@@ -22,7 +22,7 @@ K8S_VERSION = "1.33"
 REPO = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO / "infra" / "k8s"
 GENERATED = {"sglang-fleet.yaml"}  # rendered by recslm.serve.k8s, checked by tests/production/test_serve_fleet.py
-MANIFESTS = ["mlflow.yaml", "namespace.yaml", "postgres.yaml", "prefect-server.yaml", "prefect-worker.yaml"]
+MANIFESTS = ["mlflow.yaml", "namespace.yaml", "postgres.yaml", "prefect-server.yaml", "prefect-worker.yaml", "recslm-deployer.yaml"]
 TEMPLATE = REPO / "infra" / "prefect" / "k8s-gpu-job-template.json"
 COMPOSE_DIR = REPO / "infra" / "compose"
 DOCKERFILES = {name: REPO / "docker" / name / "Dockerfile" for name in ("trainer", "mlflow", "serving")}
@@ -315,6 +315,39 @@ def test_worker_role_is_namespaced_and_least_privilege():
     assert env["PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES"] == role["metadata"]["namespace"]
     assert command_option(pod_spec(worker)["containers"][0]["command"], "--pool") == "recslm-k8s"
     assert variable_defaults(template())["namespace"] == role["metadata"]["namespace"]
+
+
+def test_the_deployer_role_covers_every_object_the_kubernetes_target_applies_and_no_more():
+    """What server-side apply, rollout status and removal need on every kind ``render_fleet``
+    emits, the rights the router's own Role grants (Kubernetes refuses to let an account
+    create a Role granting more than it holds), and nothing else."""
+    from recslm.config import ServeConfig
+    from recslm.serve.k8s import render_fleet
+
+    objects = {(obj["kind"], obj["metadata"]["name"]): obj for _, obj in k8s_objects()}
+    role, binding = objects[("Role", "recslm-deployer")], objects[("RoleBinding", "recslm-deployer")]
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"] and "resourceNames" not in rule, rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    fleet = render_fleet(ServeConfig(replicas=2), model_name="ranker", version="1", model_uri="s3://models/ranker/1/")
+    for obj in fleet:
+        group = obj["apiVersion"].rpartition("/")[0]
+        resource = obj["kind"].lower() + "s" if not obj["kind"].endswith("y") else obj["kind"].lower()[:-1] + "ies"
+        assert {"get", "create", "patch", "delete"} <= granted.get((group, resource), set()), (group, resource)
+        if obj["kind"] == "Role":
+            for rule in obj["rules"]:
+                for group in rule["apiGroups"]:
+                    for resource in rule["resources"]:
+                        assert set(rule["verbs"]) <= granted[(group, resource)], (group, resource)
+    touched = {(o["apiVersion"].rpartition("/")[0], o["kind"].lower()) for o in fleet}
+    assert {"watch", "list"} <= granted[("apps", "deployments")]
+    assert not [key for key in granted if key[1] in ("secrets", "pods/exec", "configmaps")] and len(granted) == len(touched) + 1  # + pods
+    assert not ({"update", "escalate", "bind", "impersonate", "deletecollection"} & set().union(*granted.values()))
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "recslm-deployer", "namespace": role["metadata"]["namespace"]}]
+    assert objects[("ServiceAccount", "recslm-deployer")]["automountServiceAccountToken"] is False
 
 
 def test_only_the_worker_gets_an_api_token():

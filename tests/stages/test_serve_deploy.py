@@ -11,6 +11,7 @@ from recslm.serve.deploy import DeployError, LocalTarget, deploy
 from recslm.serve.k8s import router_name, worker_name
 from recslm.serve.kube_target import ACTIVE_ANNOTATION, KubernetesTarget
 from recslm.serve.release import offline_smoke_test
+from tests.fake_kube import FakeKube
 from tests.helpers import answers_health, tiny_model
 
 pytestmark = pytest.mark.slow
@@ -77,30 +78,6 @@ def test_deploy_moves_traffic_only_after_checks_and_rolls_back_every_failure(mod
     assert target.active() is None
 
 
-class FakeKube:
-    """An in-memory API server: applied Deployments become ready unless their version is in ``never_ready``."""
-
-    def __init__(self, never_ready: set[str] = frozenset()):
-        self.objects: dict[tuple[str, str], dict] = {}
-        self.never_ready = never_ready
-        self.calls: list[tuple[str, str, str]] = []
-
-    def apply(self, obj):
-        self.calls.append(("apply", obj["kind"], obj["metadata"]["name"]))
-        obj = {**obj, "metadata": {**obj["metadata"], "generation": 1}}
-        if obj["kind"] == "Deployment" and obj["metadata"]["labels"].get("recslm/version") not in self.never_ready:
-            n = obj["spec"]["replicas"]
-            obj["status"] = {"observedGeneration": 1, "replicas": n, "updatedReplicas": n, "availableReplicas": n}
-        self.objects[(obj["kind"], obj["metadata"]["name"])] = obj
-
-    def get(self, api_version, kind, name, namespace):
-        return self.objects.get((kind, name))
-
-    def delete(self, api_version, kind, name, namespace):
-        self.calls.append(("delete", kind, name))
-        self.objects.pop((kind, name), None)
-
-
 def test_kubernetes_target_applies_versions_switches_the_router_and_cleans_up():
     cfg = ServeConfig(target="kubernetes", replicas=2)
     api = FakeKube(never_ready={"3"})
@@ -116,6 +93,12 @@ def test_kubernetes_target_applies_versions_switches_the_router_and_cleans_up():
     deploy(target, "2", "s3://models/llama/2/model/", smoke)
     assert target.active().version == "2"
     assert ("Deployment", worker_name("llama-64x2-pruned", "1")) not in api.objects  # the old version is gone
+    assert target.status() == {
+        "router": f"http://{router_name('llama-64x2-pruned')}.recslm.svc:8000", "policy": "cache_aware", "version": "2", "namespace": "recslm",
+        "declared": 2, "healthy": 2, "degraded": False,
+    }  # fmt: skip
+    api.objects[("Deployment", worker_name("llama-64x2-pruned", "2"))]["status"]["availableReplicas"] = 1  # a replica lost
+    assert target.status()["degraded"] and target.status()["healthy"] == 1
     # a version that never becomes ready: its objects are deleted, the router never moved
     api.calls.clear()
     with pytest.raises(DeployError, match="(?s)did not finish rolling out within 0.05 s.*2 keeps serving"):

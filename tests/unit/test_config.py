@@ -116,3 +116,12 @@ def test_serve_and_bench_switches_must_fit_together(tmp_path):
         load_config(write(tmp_path, "serve: {enabled: true}\n"))
     cfg = load_config(write(tmp_path, student + "serve: {enabled: true, model: fp8_dynamic}\nquantize: {enabled: true, schemes: [fp8_dynamic]}\nbench: {enabled: true}\n"))
     assert cfg.serve.model == "fp8_dynamic" and cfg.bench.enabled
+
+
+def test_a_kubernetes_deploy_needs_an_s3_store(tmp_path):
+    """The fleet's pods download the model from the artifact store: a local store cannot feed them."""
+    student = "students:\n  - name: s1\n    arch: {hidden_size: 64}\nserve: {enabled: true, target: kubernetes}\n"
+    with pytest.raises(ConfigError, match=r"serve.target: kubernetes.*store.uri must be an s3:// URI \(it is .*store\)"):
+        load_config(write(tmp_path, student))
+    cfg = load_config(write(tmp_path, student + "store: {uri: 's3://models/team'}\n"))
+    assert cfg.serve.target == "kubernetes" and cfg.registered_model_name() == cfg.run.name
