@@ -7,7 +7,12 @@ members that come back, so prefixes can be reused). Measured in the same run:
 
 - prefix-cache hit rate and throughput by router policy at 2 workers (``cache_aware`` keeps
   a member's prefix on one worker; ``round_robin`` spreads it; ``member_hash`` pins members
-  by the routing-key header recslm's client sends): the ratio against ``round_robin``;
+  by the routing-key header recslm's client sends): the ratio against ``round_robin``. The
+  pool of members is sized so that one worker's prefix cache (``--cache-tokens``) holds
+  about half of their prefixes: a policy that splits members between workers keeps them
+  cached, one that sends every member everywhere evicts them. The hit rate counts a visit's
+  prompt tokens as SGLang reports them (every candidate's prompt), so it tops out at
+  prefix / (k x (prefix + candidate)) when every visit finds its prefix cached;
 - throughput with 2 workers against 1 (same policy): the scale-out ratio;
 - a worker SIGKILLed a third of the way through a run: errors, p99, the survivor's share.
 
@@ -37,9 +42,9 @@ def _no_smoke(endpoint: str) -> dict:
     return {"max_abs_diff": 0.0, "scores": 0, "via": "skipped (benchmark)"}
 
 
-def measure(model: Path, workers: int, policy: str, workload: Workload, kill_after_s: float | None = None) -> dict:
+def measure(model: Path, workers: int, policy: str, workload: Workload, cache_tokens: int, kill_after_s: float | None = None) -> dict:
     with tempfile.TemporaryDirectory() as state:
-        target = FleetTarget(Path(state), workers=workers, policy=policy, threads=1)
+        target = FleetTarget(Path(state), workers=workers, policy=policy, threads=1, cache_tokens=cache_tokens)
         try:
             deploy(target, "bench", str(model), _no_smoke, ready_timeout_s=300)
             router = target.router()
@@ -70,21 +75,23 @@ def main() -> int:
     parser.add_argument("--candidates", type=int, default=8)
     parser.add_argument("--prefix-tokens", type=int, default=180)
     parser.add_argument("--candidate-tokens", type=int, default=28)
-    parser.add_argument("--member-pool", type=int, default=48)
+    parser.add_argument("--member-pool", type=int, default=200)
+    parser.add_argument("--cache-tokens", type=int, default=20_000, help="each worker's prefix-cache budget (tokens)")
     args = parser.parse_args()
     workload = Workload(
         members_per_s=0, concurrency=args.concurrency, candidates=args.candidates, prefix_tokens=args.prefix_tokens,
         candidate_tokens=args.candidate_tokens, duration_s=args.duration, member_pool=args.member_pool,
     )  # fmt: skip
     print(f"{platform.node()}: {os.cpu_count()} CPUs; model {args.model}; {args.duration:g} s per run, {args.concurrency} members in flight, "
-          f"k={args.candidates}, prefix {args.prefix_tokens} tokens, pool {args.member_pool} members", flush=True)  # fmt: skip
+          f"k={args.candidates}, prefix {args.prefix_tokens} tokens, pool {args.member_pool} members, {args.cache_tokens} cached tokens per worker "
+          f"(the hit rate's ceiling: {args.prefix_tokens / (args.candidates * (args.prefix_tokens + args.candidate_tokens)):.3f})", flush=True)  # fmt: skip
     print(f"{'fleet':<28}{'members/s':>10}{'hit':>7}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}  requests per worker", flush=True)
     runs = {}
     for name, workers, policy in (("1 worker, cache_aware", 1, "cache_aware"), ("2 workers, round_robin", 2, "round_robin"),
                                   ("2 workers, cache_aware", 2, "cache_aware"), ("2 workers, member_hash", 2, "member_hash")):  # fmt: skip
-        runs[name] = measure(args.model, workers, policy, workload)
+        runs[name] = measure(args.model, workers, policy, workload, args.cache_tokens)
         print(row(name, runs[name]), flush=True)
-    lost = measure(args.model, 2, "cache_aware", workload, kill_after_s=args.duration / 3)
+    lost = measure(args.model, 2, "cache_aware", workload, args.cache_tokens, kill_after_s=args.duration / 3)
     print(row("2 workers, 1 killed at 1/3", lost), flush=True)
     for window in lost["timeline"]:
         p99 = "-" if window["p99_ms"] is None else f"{window['p99_ms']:.0f} ms"

@@ -471,6 +471,18 @@ class RuntimeConfig(StrictModel):
 
     threads: int = Field(2, ge=1, le=256, description="torch CPU threads of every stage (also OMP_NUM_THREADS/MKL_NUM_THREADS of workers); part of each compute stage's key.")
     deterministic: bool = Field(True, description="torch deterministic algorithms (and cuBLAS's deterministic workspace on GPUs).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where compute stages run: the first GPU when there is one (auto), or forced; the teacher and its targets always follow the student.")
+    dtype: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Training precision (bf16/fp16: mixed precision, fp32 master weights) and the precision a teacher is loaded and models are scored in. fp16 needs a GPU."
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory for more compute (large students on one GPU).")
+
+    def key(self) -> dict[str, Any]:
+        """What joins a compute stage's content key: the thread count and determinism always,
+        the rest only where it differs from its default (so adding a setting changes no
+        existing key, and a run in fp32 reuses what an older version computed)."""
+        always = {"threads": self.threads, "deterministic": self.deterministic}
+        return {**always, **{k: v for k, v in self.model_dump(mode="json", exclude_defaults=True).items() if k not in always}}
 
 
 class ExecutionConfig(StrictModel):
@@ -531,6 +543,8 @@ class PipelineConfig(StrictModel):
             )
         if self.registry.enabled and not self.tracking.enabled:
             raise ValueError("registry.enabled: the model registry is MLflow's; turn tracking.enabled on, or registry.enabled off")
+        if self.runtime.dtype == "fp16" and self.runtime.device == "cpu":
+            raise ValueError("runtime.dtype: fp16 mixed precision needs a GPU (runtime.device: cpu); use bf16 on a CPU")
         if self.teacher.path is not None and self.data.tokenizer.kind == "bpe":
             raise ValueError(
                 "teacher.path loads a trained teacher, which brings its own tokenizer: "

@@ -16,6 +16,7 @@ gives the measured size of those differences.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import random
 from collections.abc import Iterator
@@ -25,6 +26,16 @@ from recslm.config import RuntimeConfig
 # Read by OpenMP, MKL and OpenBLAS when a process starts: a worker (Slurm job, pod, torchrun
 # rank) gets them so that even code running before recslm sets torch's count agrees.
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+# The runtime of the stage computing in this thread (set by ``pinned_runtime``): what the
+# training arguments and model loading read for device and precision, so the settings
+# reach every trainer without being threaded through each stage's signature.
+_CURRENT: contextvars.ContextVar[RuntimeConfig | None] = contextvars.ContextVar("recslm_runtime", default=None)
+
+
+def current_runtime() -> RuntimeConfig:
+    """The runtime of the stage computing in this thread; the defaults outside a stage."""
+    return _CURRENT.get() or RuntimeConfig()
 
 
 def worker_env(runtime: RuntimeConfig) -> dict[str, str]:
@@ -68,9 +79,11 @@ def pinned_runtime(runtime: RuntimeConfig, seed: int) -> Iterator[None]:
         if torch.backends.cudnn.is_available():
             torch.backends.cudnn.benchmark = False
     seed_everything(seed)
+    token = _CURRENT.set(runtime)
     try:
         yield
     finally:
+        _CURRENT.reset(token)
         torch.set_num_threads(previous_threads)
         torch.use_deterministic_algorithms(previous_deterministic, warn_only=previous_warn_only)
         for name, value in previous_env.items():

@@ -49,7 +49,7 @@ def stage_key_params(stage: Stage, config: PipelineConfig, params: Mapping[str, 
     """What decides the stage's result besides its inputs: its key fields, plus the runtime of a
     stage that computes with torch (the thread count changes the result)."""
     key = dump(stage.key(config, **params))
-    return {**key, "runtime": config.runtime.model_dump(mode="json")} if stage.computes else key
+    return {**key, "runtime": config.runtime.key()} if stage.computes else key
 
 
 def _log_data_input(tracker: Tracker, run_id: str | None, config: PipelineConfig, used: Mapping[str, ArtifactRef]) -> None:

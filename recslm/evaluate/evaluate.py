@@ -13,7 +13,8 @@ from recslm.data.tokenizer import load_tokenizer, same_vocabulary
 from recslm.errors import TokenizerError
 from recslm.evaluate.metrics import auc_per_task, mean_auc
 from recslm.evaluate.scoring import score_records
-from recslm.models.factory import count_non_embedding_parameters, count_parameters, directory_bytes, load_model
+from recslm.models.factory import count_non_embedding_parameters, count_parameters, directory_bytes
+from recslm.models.placement import load_placed
 from recslm.models.prefix import make_groups
 from recslm.progress import counter
 
@@ -37,7 +38,7 @@ def evaluate_records(
     tokenizer = load_tokenizer(model_dir, trust_remote_code)
     if data_tokenizer_dir is not None and not same_vocabulary(tokenizer, load_tokenizer(data_tokenizer_dir)):
         raise TokenizerError(f"{model_dir}: the model's tokenizer differs from the data's tokenizer in {data_tokenizer_dir}")
-    model = load_model(model_dir, trust_remote_code)
+    model = load_placed(model_dir, trust_remote_code)
     groups = make_groups(records, tokenizer)
     tick = counter(on_progress, len(groups))
 

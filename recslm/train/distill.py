@@ -36,6 +36,7 @@ from recslm.data.tokenizer import answer_token_ids
 from recslm.errors import ConfigError, TokenizerError
 from recslm.jsonfile import write_json
 from recslm.models.prefix import Group, shared_forward
+from recslm.models.placement import follow, to_device
 from recslm.train.losses import distill_loss, distill_loss_topk, token_divergence, topk_divergence
 from recslm.train.runner import ListDataset, LogFn, ResumingTrainer, StepFn, TrainReport, Validation, callbacks, collate_list, fit, phase_log, training_arguments
 from recslm.train.sft import answer_targets
@@ -89,21 +90,28 @@ def recipe_loss(
     pad_id: int,
     beta: float,
     temperature: float,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The recipe's loss on a batch and its parts (answer KD, answer CE, prompt KD), unweighted."""
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The recipe's loss on a batch and its parts (answer KD, answer CE, prompt KD), unweighted.
+
+    Everything meets on the student's device: the teacher follows the student there (once;
+    then it is a no-op), stored top-k targets are moved there with the batch. The parts are
+    detached tensors, not floats: turning each into a Python number would wait for the GPU
+    three times a step; the trainer converts them when it logs."""
     groups = [it.group for it in items]
     fwd = shared_forward(student, groups, pad_id)
     head = student.get_output_embeddings()
     answer_logits = head(fwd.answer_rows()).float()
-    ce = F.cross_entropy(answer_logits, answer_targets(groups, answer_ids, answer_logits.device))
-    parts: dict[str, float] = {"ce": float(ce.detach())}
+    device = answer_logits.device
+    ce = F.cross_entropy(answer_logits, answer_targets(groups, answer_ids, device))
+    parts: dict[str, torch.Tensor] = {"ce": ce.detach()}
     loss = weights.ce * ce
     if weights.kd == 0.0 and weights.prompt == 0.0:
         return loss, parts
-    stored = TopkTargets.concat([it.targets for it in items]) if items[0].targets is not None else None
+    stored = to_device(TopkTargets.concat([it.targets for it in items]), device) if items[0].targets is not None else None
     if stored is None:
         if teacher is None:
             raise ConfigError("distillation needs a teacher model or stored teacher top-k targets")
+        follow(teacher, student)
         with torch.no_grad():
             t_fwd = shared_forward(teacher, groups, pad_id)
         t_head = teacher.get_output_embeddings()
@@ -114,7 +122,7 @@ def recipe_loss(
             kd = token_divergence(answer_logits, t_logits, kind, beta=beta, temperature=temperature).mean()
         else:
             kd = topk_divergence(answer_logits, stored.answer_ids, stored.answer_logprobs, kind, beta=beta, temperature=temperature).mean()
-        parts["kd"] = float(kd.detach())
+        parts["kd"] = kd.detach()
         loss = loss + weights.kd * kd
     if weights.prompt:
         if stored is None:
@@ -122,7 +130,7 @@ def recipe_loss(
         else:
             ids, lps = stored.prompt()
             prompt = distill_loss_topk(fwd.prompt_rows(), head, ids, lps, kind=kind, beta=beta, temperature=temperature)
-        parts["prompt_kd"] = float(prompt.detach())
+        parts["prompt_kd"] = prompt.detach()
         loss = loss + weights.prompt * prompt
     return loss, parts
 
@@ -140,7 +148,7 @@ class DistillTrainer(ResumingTrainer):
             teacher.eval()
             teacher.requires_grad_(False)
         self.recipe = dict(kind=kind, weights=weights, answer_ids=answer_ids, pad_id=pad_id, beta=beta, temperature=temperature)
-        self._parts: dict[str, list[float]] = defaultdict(list)
+        self._parts: dict[str, list[torch.Tensor]] = defaultdict(list)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
         # the plain model, not a DeepSpeed engine: see AnswerTokenTrainer.compute_loss
@@ -152,7 +160,7 @@ class DistillTrainer(ResumingTrainer):
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:  # noqa: D102
         for name, values in self._parts.items():
             if values:
-                logs[f"loss_{name}"] = sum(values) / len(values)
+                logs[f"loss_{name}"] = float(torch.stack(values).float().mean())  # one device sync per log, not per step
         self._parts.clear()
         super().log(logs, *args, **kwargs)
 

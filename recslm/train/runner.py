@@ -24,6 +24,8 @@ from torch.utils.data import Dataset
 from transformers import EarlyStoppingCallback, PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 
 from recslm.config import TrainConfig
+from recslm.models.placement import stage_device
+from recslm.runtime import current_runtime
 from recslm.data.records import RankingRecord
 
 LogFn = Callable[[int, dict[str, float]], None]
@@ -190,7 +192,13 @@ def training_arguments(
     seed: int,
     deepspeed: dict[str, Any] | None = None,
 ) -> TrainingArguments:
-    """TrainingArguments for one run; ``deepspeed`` is a DeepSpeed config dict (ZeRO), or None."""
+    """TrainingArguments for one run; ``deepspeed`` is a DeepSpeed config dict (ZeRO), or None.
+
+    Device and precision come from the computing stage's runtime (``runtime.device``,
+    ``runtime.dtype``, ``runtime.gradient_checkpointing``): bf16 and fp16 are the Trainer's
+    mixed precision (fp32 master weights, autocast forward; on a CPU too for bf16)."""
+    runtime = current_runtime()
+    device = stage_device(runtime.device)
     world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     steps = planned_steps(n_items, cfg, world_size)
     validating = cfg.eval_steps > 0
@@ -217,7 +225,10 @@ def training_arguments(
         report_to="none",
         disable_tqdm=True,
         remove_unused_columns=False,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=device.type == "cpu",
+        bf16=runtime.dtype == "bf16",
+        fp16=runtime.dtype == "fp16",
+        gradient_checkpointing=runtime.gradient_checkpointing,
         seed=seed,
         data_seed=seed,
         dataloader_num_workers=0,

@@ -17,6 +17,7 @@ from recslm.data.build import load_split, tokenizer_path
 from recslm.data.tokenizer import load_tokenizer, same_vocabulary
 from recslm.errors import TokenizerError
 from recslm.models.factory import build_model, describe, directory_bytes, load_model, save_model
+from recslm.models.placement import load_placed
 from recslm.models.prefix import make_groups
 from recslm.progress import counter
 from recslm.train.distill import check_vocabulary, distill_student
@@ -75,7 +76,7 @@ def make_student(
     if needs_teacher:
         if teacher_dir is None:
             raise ValueError(f"student {spec.name}: its phases distil from the teacher, but no teacher artifact was given")
-        teacher = load_model(teacher_dir / "model", trust_remote_code)
+        teacher = load_placed(teacher_dir / "model", trust_remote_code)
         check_vocabulary(student, teacher, tokenizer)  # before anything trains, in both teacher modes
         if cfg.teacher_logits == "topk":
             topk = TopkStore.load(topk_dir / TOPK_FILE, groups)
@@ -111,7 +112,7 @@ def make_teacher_topk(
 ) -> dict[str, Any]:
     """Compute the teacher's top-k log-probs over the training groups into ``out_dir``."""
     tokenizer = load_tokenizer(tokenizer_path(data_dir))
-    teacher = load_model(teacher_dir / "model", trust_remote_code)
+    teacher = load_placed(teacher_dir / "model", trust_remote_code)
     groups = make_groups(load_split(data_dir, "train"), tokenizer)
     tick = counter(on_progress, len(groups))
 

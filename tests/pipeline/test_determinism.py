@@ -98,6 +98,44 @@ def test_run_stage_keys_the_runtime_and_runs_the_body_under_it(tmp_path):
     assert PipelineConfig().runtime.threads == 2, "the default must not depend on the machine's cores"
 
 
+def test_device_and_precision_join_the_key_only_when_set():
+    """A stage computed in bf16 is a different artifact; an fp32 run keys exactly as before
+    these settings existed (``{"threads", "deterministic"}``), so existing stores stay valid."""
+    assert RuntimeConfig().key() == {"threads": 2, "deterministic": True}
+    assert RuntimeConfig(dtype="bf16", gradient_checkpointing=True).key() == {"threads": 2, "deterministic": True, "dtype": "bf16", "gradient_checkpointing": True}
+
+
+def test_trainers_and_loaded_models_follow_the_stages_runtime(tmp_path):
+    """The device and precision a stage's runtime names reach the Trainer's arguments and the
+    models a stage loads to read (teacher, evaluated model), with no argument threaded through."""
+    import torch
+
+    from recslm.config import TrainConfig
+    from recslm.errors import ConfigError
+    from recslm.models.factory import save_model
+    from recslm.models.placement import load_placed, stage_device
+    from recslm.runtime import current_runtime, pinned_runtime
+    from recslm.train.runner import training_arguments
+    from tests.helpers import synthetic_records, tiny_model, tiny_tokenizer
+
+    tok = tiny_tokenizer(synthetic_records(members=3))
+    save_model(tiny_model(tok, "llama", seed=0), tok, tmp_path / "m")
+    plain = training_arguments(TrainConfig(), tmp_path / "a", n_items=8, seed=0)
+    assert not plain.bf16 and not plain.gradient_checkpointing and load_placed(tmp_path / "m").dtype == torch.float32
+    with pinned_runtime(RuntimeConfig(threads=1, dtype="bf16", gradient_checkpointing=True, device="cpu"), seed=0):
+        assert current_runtime().dtype == "bf16"
+        args = training_arguments(TrainConfig(), tmp_path / "b", n_items=8, seed=0)
+        assert args.bf16 and args.use_cpu and args.gradient_checkpointing and not args.fp16
+        model = load_placed(tmp_path / "m")
+        assert model.dtype == torch.bfloat16 and model.device.type == "cpu"
+    assert current_runtime() == RuntimeConfig(), "the stage's runtime ends with the stage"
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="runtime.device: cuda, but torch sees no CUDA device"):
+            stage_device("cuda")
+    with pytest.raises(ValueError, match="fp16 mixed precision needs a GPU"):
+        PipelineConfig.model_validate({"runtime": {"dtype": "fp16", "device": "cpu"}})
+
+
 def test_pinned_runtime_sets_threads_seeds_and_determinism_and_restores_them():
     import random
 

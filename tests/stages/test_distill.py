@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+import torch.fx.experimental._config
 import torch.nn.functional as F
 
 from recslm.config import DistillConfig, DistillPhase, TrainConfig
@@ -56,9 +57,9 @@ def test_recipe_parts_and_weights_match_direct_computation(setup, kind):
         answer_ids=answer_token_ids(tok), pad_id=tok.pad_token_id, beta=0.3, temperature=2.0,
     )
     kd, ce, prompt = _direct_parts(student, teacher, groups[:4], tok, kind, beta=0.3, temperature=2.0)
-    assert parts["kd"] == pytest.approx(kd.item(), rel=1e-4)
-    assert parts["ce"] == pytest.approx(ce.item(), rel=1e-4)
-    assert parts["prompt_kd"] == pytest.approx(prompt.item(), rel=1e-4)
+    assert float(parts["kd"]) == pytest.approx(kd.item(), rel=1e-4)
+    assert float(parts["ce"]) == pytest.approx(ce.item(), rel=1e-4)
+    assert float(parts["prompt_kd"]) == pytest.approx(prompt.item(), rel=1e-4)
     assert loss.item() == pytest.approx(0.9 * kd.item() + 0.1 * ce.item() + 0.05 * prompt.item(), rel=1e-4)
 
 
@@ -69,7 +70,7 @@ def test_sft_phase_is_cross_entropy_only(setup):
         student, None, [DistillItem(g) for g in groups[:3]], kind="forward_kl", weights=weights,
         answer_ids=answer_token_ids(tok), pad_id=tok.pad_token_id, beta=0.5, temperature=1.0,
     )
-    assert set(parts) == {"ce"} and loss.item() == pytest.approx(parts["ce"])
+    assert set(parts) == {"ce"} and loss.item() == pytest.approx(float(parts["ce"]))
     assert RecipeWeights.of(DistillConfig(kd_weight=0.7, ce_weight=0.3, prompt_weight=0.0), DistillPhase()) == RecipeWeights(0.7, 0.3, 0.0)
 
 
@@ -84,7 +85,7 @@ def test_topk_with_full_support_equals_online(setup, tmp_path):
     stored, p_st = recipe_loss(student, None, [DistillItem(g, store.targets(i)) for i, g in enumerate(groups[:4])], **common)
     # float16 storage of log-probs: agreement to ~1e-3 relative
     assert stored.item() == pytest.approx(online.item(), rel=2e-3)
-    assert p_st["prompt_kd"] == pytest.approx(p_on["prompt_kd"], rel=5e-3, abs=1e-4)
+    assert float(p_st["prompt_kd"]) == pytest.approx(float(p_on["prompt_kd"]), rel=5e-3, abs=1e-4)
     with pytest.raises(Exception, match="different training data"):
         TopkStore.load(tmp_path / "t.safetensors", groups[1:])
 
@@ -114,7 +115,7 @@ def test_small_topk_renormalizes_over_the_support(setup):
         teacher, None, [DistillItem(groups[0], t)], kind="forward_kl", weights=RecipeWeights(1, 0, 1),
         answer_ids=answer_token_ids(tok), pad_id=tok.pad_token_id, beta=0.5, temperature=1.0,
     )
-    assert parts["kd"] == pytest.approx(0.0, abs=2e-3) and parts["prompt_kd"] == pytest.approx(0.0, abs=2e-3)
+    assert float(parts["kd"]) == pytest.approx(0.0, abs=2e-3) and float(parts["prompt_kd"]) == pytest.approx(0.0, abs=2e-3)
 
 
 def test_vocabulary_mismatch_is_an_error_before_training(setup, tmp_path):
@@ -142,7 +143,7 @@ def _kl_to_teacher(student, teacher, groups, tok):
         student, teacher, [DistillItem(g) for g in groups], kind="forward_kl", weights=RecipeWeights(1, 0, 0),
         answer_ids=answer_token_ids(tok), pad_id=tok.pad_token_id, beta=0.5, temperature=1.0,
     )
-    return parts["kd"]
+    return float(parts["kd"])
 
 
 def test_two_phases_train_toward_the_teacher_and_a_rerun_skips_finished_phases(setup, tmp_path):
@@ -163,3 +164,56 @@ def test_two_phases_train_toward_the_teacher_and_a_rerun_skips_finished_phases(s
     assert all(r.skipped for r in reports2)
     for a, b in zip(trained.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def _tensor_devices(values) -> set[str]:
+    found: set[str] = set()
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            found.add(value.device.type)
+        elif isinstance(value, (list, tuple)):
+            found |= _tensor_devices(value)
+        elif hasattr(value, "__dataclass_fields__"):
+            found |= _tensor_devices([getattr(value, f) for f in value.__dataclass_fields__])
+    return found
+
+
+@pytest.mark.parametrize("stored", [False, True], ids=["online-teacher", "stored-topk"])
+def test_the_teacher_its_targets_and_every_loss_input_meet_on_the_students_device(setup, stored, monkeypatch):
+    """The student on another device than the teacher and the stored targets (the CPU), as a
+    Trainer puts it on a GPU. This machine has no GPU, so the student's device is ``meta``
+    (shapes without data). Every tensor that reaches a loss function, the teacher's decoder
+    or its output layer is recorded: all must be on the student's device. Before the
+    placement rule (recslm/models/placement.py) both cases failed here."""
+    import recslm.train.distill as distill
+
+    tok, groups, _, student = setup
+    # a dense teacher: the MoE's grouped expert matmul has no fp32 kernel on the meta device
+    teacher, student = tiny_model(tok, "llama", seed=1).eval(), copy.deepcopy(student).to("meta")
+    items = [DistillItem(g) for g in groups[:2]]
+    if stored:
+        store = compute_teacher_topk(teacher, groups[:2], tok.pad_token_id, k=5)
+        items = [DistillItem(g, store.targets(i)) for i, g in enumerate(groups[:2])]
+    seen: dict[str, set[str]] = {}
+
+    def recorded(name, fn):
+        def wrapper(*args, **kwargs):
+            seen.setdefault(name, set()).update(_tensor_devices([*args, *kwargs.values()]))
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    for name in ("token_divergence", "topk_divergence", "distill_loss", "distill_loss_topk"):
+        monkeypatch.setattr(distill, name, recorded(name, getattr(distill, name)))
+    monkeypatch.setattr(distill.F, "cross_entropy", recorded("cross_entropy", F.cross_entropy))
+    for name, module in (("teacher decoder", teacher.get_decoder()), ("teacher head", teacher.get_output_embeddings())):
+        module.register_forward_pre_hook(lambda m, args, kwargs, name=name: seen.setdefault(name, set()).update(_tensor_devices([*args, *kwargs.values()])), with_kwargs=True)
+    # masked row selection (prompt rows) calls nonzero(), whose meta kernel needs this torch switch
+    with torch.fx.experimental._config.patch(meta_nonzero_assume_all_nonzero=True):
+        loss, parts = recipe_loss(
+            student, None if stored else teacher, items, kind="forward_kl", weights=RecipeWeights(0.9, 0.1, 0.05),
+            answer_ids=answer_token_ids(tok), pad_id=tok.pad_token_id, beta=0.5, temperature=1.0,
+        )
+    assert loss.device.type == "meta" and {p.device.type for p in parts.values()} == {"meta"}
+    expected = {"cross_entropy", "topk_divergence", "distill_loss_topk"} if stored else {"cross_entropy", "token_divergence", "distill_loss", "teacher decoder", "teacher head"}
+    assert set(seen) == expected and all(devices == {"meta"} for devices in seen.values()), seen
