@@ -114,6 +114,10 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
         from recslm.quantize.plan import check_quantizable
 
         check_quantizable(config)  # so does a group size the final student's widths do not allow
+    if config.serve.enabled:
+        from recslm.quantize.plan import check_shardable
+
+        check_shardable(config)  # and a tensor-parallel degree the fleet could not shard them over
     logger = get_run_logger()
     run_id = run_id or new_run_id()
     run_dir = Path(config.run.root) / run_id

@@ -94,6 +94,11 @@ def encode_parts(tokenizer: PreTrainedTokenizerBase, prefix: str, candidate: str
     return encode_prefix(tokenizer, prefix), encode_candidate(tokenizer, candidate)
 
 
+SPECIAL_ROLES = ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id")
+
+
 def same_vocabulary(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
-    """True when two tokenizers map every token to the same id (teacher/student compatibility)."""
-    return a.get_vocab() == b.get_vocab()
+    """True when two tokenizers map every token to the same id and give the special tokens
+    the same roles (teacher/student compatibility: a different end-of-sequence or padding id
+    would train the student to stop, or to ignore, where the teacher does not)."""
+    return a.get_vocab() == b.get_vocab() and all(getattr(a, role, None) == getattr(b, role, None) for role in SPECIAL_ROLES)

@@ -14,7 +14,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from recslm.data.records import RankingRecord
 from recslm.errors import DataError
 from recslm.data.tokenizer import answer_token_ids
-from recslm.models.prefix import Group, answer_logits_naive, answer_logits_shared, batches, make_groups
+from recslm.models.prefix import Group, answer_rows_naive, answer_rows_shared, batches, make_groups, token_logits_fp32
 
 
 @dataclass
@@ -66,7 +66,8 @@ def score_records(
     yes_id, no_id = ids[1], ids[0]
     groups = groups if groups is not None else make_groups(records, tokenizer)
     check_context(model, groups)
-    forward = answer_logits_shared if prefix_sharing else answer_logits_naive
+    forward = answer_rows_shared if prefix_sharing else answer_rows_naive
+    head = model.get_output_embeddings()
     scores = np.zeros(len(records), dtype=np.float64)
     labels = np.zeros(len(records), dtype=np.int64)
     total_loss, count, tokens = 0.0, 0, 0
@@ -75,8 +76,9 @@ def score_records(
     start = time.perf_counter()
     with torch.inference_mode():
         for batch in batches(groups, groups_per_batch):
-            logits = forward(model, batch, tokenizer.pad_token_id)
-            p_yes = torch.softmax(logits[:, [yes_id, no_id]], dim=-1)[:, 0]
+            rows = forward(model, batch, tokenizer.pad_token_id)
+            logits = head(rows).float()  # the whole vocabulary, for the loss
+            p_yes = torch.softmax(token_logits_fp32(model, rows, [yes_id, no_id]), dim=-1)[:, 0]  # the score: see token_logits_fp32
             batch_labels = [label for g in batch for label in g.labels]
             target = torch.tensor([ids[label] for label in batch_labels], device=logits.device)
             total_loss += torch.nn.functional.cross_entropy(logits, target, reduction="sum").item()

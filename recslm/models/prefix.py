@@ -70,12 +70,6 @@ def _right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor
     return ids, lengths
 
 
-def _last_token_logits(model: PreTrainedModel, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Apply the LM head only where the answer is read: one row per sequence, not B×T×V."""
-    rows = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
-    return model.get_output_embeddings()(rows).float()
-
-
 @dataclass
 class SharedForward:
     """Hidden states of a prefix-shared forward over several groups.
@@ -142,16 +136,34 @@ def shared_forward(model: PreTrainedModel, groups: Sequence[Group], pad_id: int)
     return SharedForward(prefix_out.last_hidden_state, prefix_len.to(device), out.last_hidden_state, suffix_len.to(device), owner.to(device))
 
 
+def answer_rows_shared(model: PreTrainedModel, groups: Sequence[Group], pad_id: int) -> torch.Tensor:
+    """[N, H] last hidden state after each candidate of ``groups`` (in order), each prefix run once."""
+    return shared_forward(model, groups, pad_id).answer_rows()
+
+
+def answer_rows_naive(model: PreTrainedModel, groups: Sequence[Group], pad_id: int) -> torch.Tensor:
+    """[N, H] the same from the full prompts (prefix repeated in each), batched like the shared path."""
+    full, lengths = _right_pad([list(g.prefix_ids) + list(c) for g in groups for c in g.candidate_ids], pad_id)
+    hidden = model.get_decoder()(input_ids=full.to(model.device), use_cache=False).last_hidden_state
+    lengths = lengths.to(model.device)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
+
+
 def answer_logits_shared(model: PreTrainedModel, groups: Sequence[Group], pad_id: int) -> torch.Tensor:
     """[N, V] next-token logits after each candidate of ``groups`` (in order), each prefix run once."""
-    return model.get_output_embeddings()(shared_forward(model, groups, pad_id).answer_rows()).float()
+    return model.get_output_embeddings()(answer_rows_shared(model, groups, pad_id)).float()
 
 
-def answer_logits_naive(model: PreTrainedModel, groups: Sequence[Group], pad_id: int) -> torch.Tensor:
-    """[N, V] logits from the full prompts (prefix repeated in each), batched like the shared path."""
-    full, lengths = _right_pad([list(g.prefix_ids) + list(c) for g in groups for c in g.candidate_ids], pad_id)
-    out = model.get_decoder()(input_ids=full.to(model.device), use_cache=False)
-    return _last_token_logits(model, out.last_hidden_state, lengths.to(model.device))
+def token_logits_fp32(model: PreTrainedModel, rows: torch.Tensor, token_ids: Sequence[int]) -> torch.Tensor:
+    """[N, len(token_ids)] logits of a few tokens, projected in float32 whatever the model's
+    precision. A ranking score is the margin between two logits; a bf16 output layer rounds
+    each logit to 8 significant bits, and a small model's margins then collapse into a few
+    dozen distinct values (measured: 18 distinct scores for 3,320 val records, mean AUC
+    0.52 instead of 0.60). Two rows of the head in float32 cost nothing."""
+    head = model.get_output_embeddings()
+    index = torch.tensor(list(token_ids), device=head.weight.device)
+    bias = head.bias[index].float() if getattr(head, "bias", None) is not None else None
+    return torch.nn.functional.linear(rows.float(), head.weight[index].float(), bias)
 
 
 def batches(groups: Sequence[Group], groups_per_batch: int) -> list[list[Group]]:

@@ -5,6 +5,10 @@ The W4A16 schemes need every quantized layer's input width to be a multiple of
 gate/up), the attention width ``heads × head_dim`` (o_proj) and the MLP width (down_proj),
 the last two after the pruning schedule. A run that would fail at its very last stage
 (after an hour of training) fails here instead, naming the student and the layer.
+
+The same widths decide whether the fleet can shard the final model over
+``serve.tensor_parallel`` GPUs (:func:`check_shardable`): SGLang splits the MLP width and
+the query heads evenly over the ranks and gives each rank whole KV heads (or copies of one).
 """
 
 from __future__ import annotations
@@ -72,5 +76,38 @@ def check_quantizable(config: PipelineConfig) -> dict[str, list[dict[str, int]]]
             f"quantize.group_size: {q.group_size} must divide the input width of every quantized layer of the final student; "
             f"after the planned pruning these would not: {', '.join(dict.fromkeys(problems))}. "
             "Pick a group size that divides them, or set prune.align to a multiple of it"
+        )
+    return checked
+
+
+def check_shardable(config: PipelineConfig) -> dict[str, list[dict[str, int]]]:
+    """Raise if a student, after its planned pruning, could not be served with
+    ``serve.tensor_parallel`` ranks; else return the (MLP width, query heads, KV heads) checked
+    per student. Pruning removes whole KV groups, so the head counts move with the KV count."""
+    tp = config.serve.tensor_parallel
+    if not config.serve.enabled or tp == 1:
+        return {}
+    checked: dict[str, list[dict[str, int]]] = {}
+    problems: list[str] = []
+    for spec in config.students:
+        shape = _shape(spec)
+        per_kv = shape["heads"] // shape["kv"]
+        outcomes = []
+        for widths in final_widths(shape, config.prune):
+            kv = widths["o_proj"] // (per_kv * shape["head_dim"])
+            outcome = {"mlp": widths.get("down_proj", shape["intermediate"]), "heads": kv * per_kv, "kv_heads": kv}
+            outcomes.append(outcome)
+            if outcome["mlp"] % tp:
+                problems.append(f"{spec.name} MLP width {outcome['mlp']} (mlp.down_proj input)")
+            if outcome["heads"] % tp:
+                problems.append(f"{spec.name} attention heads {outcome['heads']}")
+            if kv % tp and tp % kv:
+                problems.append(f"{spec.name} KV heads {kv}")
+        checked[spec.name] = outcomes
+    if problems:
+        raise ConfigError(
+            f"serve.tensor_parallel: {tp} ranks cannot shard the final student evenly; after the planned pruning: "
+            f"{', '.join(dict.fromkeys(problems))}. Use a tensor_parallel that divides them, or set prune.align to a multiple of it"
+            " (and prune KV groups in multiples of it)"
         )
     return checked

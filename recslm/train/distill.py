@@ -37,6 +37,7 @@ from recslm.errors import ConfigError, TokenizerError
 from recslm.jsonfile import write_json
 from recslm.models.prefix import Group, shared_forward
 from recslm.models.placement import follow, to_device
+from recslm.models.vocabulary import check_vocabulary, tokenizer_logits
 from recslm.train.losses import distill_loss, distill_loss_topk, token_divergence, topk_divergence
 from recslm.train.runner import ListDataset, LogFn, ResumingTrainer, StepFn, TrainReport, Validation, callbacks, collate_list, fit, phase_log, training_arguments
 from recslm.train.sft import answer_targets
@@ -65,20 +66,6 @@ class RecipeWeights:
         return cls(kd=cfg.kd_weight, ce=cfg.ce_weight, prompt=cfg.prompt_weight)
 
 
-def check_vocabulary(student: PreTrainedModel, teacher: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Teacher and student must index the same vocabulary, or the divergence compares unrelated tokens."""
-    sizes = {"tokenizer": len(tokenizer), "student": student.get_output_embeddings().weight.shape[0]}
-    if teacher is not None:
-        sizes["teacher"] = teacher.get_output_embeddings().weight.shape[0]
-    if sizes["student"] < len(tokenizer) or (teacher is not None and sizes["student"] != sizes["teacher"]):
-        raise TokenizerError(
-            "teacher/student vocabulary mismatch: output vocabulary sizes "
-            + ", ".join(f"{k}={v}" for k, v in sizes.items())
-            + "; a student must use the teacher's tokenizer (build it from an arch spec, or point "
-            "its path at a model trained with the same tokenizer)"
-        )
-
-
 def recipe_loss(
     student: PreTrainedModel,
     teacher: PreTrainedModel | None,
@@ -90,16 +77,18 @@ def recipe_loss(
     pad_id: int,
     beta: float,
     temperature: float,
+    vocab_size: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The recipe's loss on a batch and its parts (answer KD, answer CE, prompt KD), unweighted.
 
     Everything meets on the student's device: the teacher follows the student there (once;
     then it is a no-op), stored top-k targets are moved there with the batch. The parts are
     detached tensors, not floats: turning each into a Python number would wait for the GPU
-    three times a step; the trainer converts them when it logs."""
+    three times a step; the trainer converts them when it logs. ``vocab_size`` (the
+    tokenizer's length) drops padded output rows, which may differ between the models."""
     groups = [it.group for it in items]
     fwd = shared_forward(student, groups, pad_id)
-    head = student.get_output_embeddings()
+    head = tokenizer_logits(student.get_output_embeddings(), vocab_size)
     answer_logits = head(fwd.answer_rows()).float()
     device = answer_logits.device
     ce = F.cross_entropy(answer_logits, answer_targets(groups, answer_ids, device))
@@ -114,7 +103,7 @@ def recipe_loss(
         follow(teacher, student)
         with torch.no_grad():
             t_fwd = shared_forward(teacher, groups, pad_id)
-        t_head = teacher.get_output_embeddings()
+        t_head = tokenizer_logits(teacher.get_output_embeddings(), vocab_size)
     if weights.kd:
         if stored is None:
             with torch.no_grad():
@@ -140,14 +129,14 @@ class DistillTrainer(ResumingTrainer):
 
     def __init__(
         self, *args: Any, teacher: PreTrainedModel | None, kind: str, weights: RecipeWeights,
-        answer_ids: dict[int, int], pad_id: int, beta: float, temperature: float, **kwargs: Any,
+        answer_ids: dict[int, int], pad_id: int, beta: float, temperature: float, vocab_size: int | None = None, **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.teacher = teacher
         if teacher is not None:
             teacher.eval()
             teacher.requires_grad_(False)
-        self.recipe = dict(kind=kind, weights=weights, answer_ids=answer_ids, pad_id=pad_id, beta=beta, temperature=temperature)
+        self.recipe = dict(kind=kind, weights=weights, answer_ids=answer_ids, pad_id=pad_id, beta=beta, temperature=temperature, vocab_size=vocab_size)
         self._parts: dict[str, list[torch.Tensor]] = defaultdict(list)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
@@ -245,6 +234,7 @@ def distill_student(
             pad_id=tokenizer.pad_token_id,
             beta=cfg.beta,
             temperature=cfg.temperature,
+            vocab_size=len(tokenizer),
         )
         report: TrainReport = fit(trainer, phase_dir, examples=sum(len(g.labels) for g in groups), items=len(groups))
         # every rank calls save_model: under ZeRO-3 it gathers the partitioned weights

@@ -20,7 +20,8 @@ from recslm.models.factory import build_model, describe, directory_bytes, load_m
 from recslm.models.placement import load_placed
 from recslm.models.prefix import make_groups
 from recslm.progress import counter
-from recslm.train.distill import check_vocabulary, distill_student
+from recslm.models.vocabulary import check_vocabulary
+from recslm.train.distill import distill_student
 from recslm.train.runner import LogFn, StepFn, Validation
 from recslm.train.teacher_topk import FILE as TOPK_FILE
 from recslm.train.teacher_topk import TopkStore, compute_teacher_topk
@@ -117,7 +118,7 @@ def make_teacher_topk(
     tick = counter(on_progress, len(groups))
 
     start = time.perf_counter()
-    store = compute_teacher_topk(teacher, groups, tokenizer.pad_token_id, k, groups_per_batch=groups_per_batch, on_groups=tick)
+    store = compute_teacher_topk(teacher, groups, tokenizer.pad_token_id, k, groups_per_batch=groups_per_batch, on_groups=tick, vocab_size=len(tokenizer))
     wall = time.perf_counter() - start
     out_dir.mkdir(parents=True, exist_ok=True)
     store.save(out_dir / TOPK_FILE)

@@ -27,6 +27,7 @@ from transformers import PreTrainedModel
 
 from recslm.errors import CheckpointError
 from recslm.models.prefix import Group, batches, shared_forward
+from recslm.models.vocabulary import tokenizer_logits
 
 FILE = "teacher_topk.safetensors"
 PARTS = ("answer", "prefix", "suffix")
@@ -105,10 +106,10 @@ class TopkStore:
         return store
 
 
-def _topk(head: torch.nn.Module, rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _topk(head: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     logprobs = torch.log_softmax(head(rows).float(), dim=-1)
     values, ids = logprobs.topk(k, dim=-1)
-    return ids.to(torch.int32), values.to(torch.float16)
+    return ids.to(torch.int32).cpu(), values.to(torch.float16).cpu()  # the store lives on the CPU, whatever the teacher's device
 
 
 @torch.inference_mode()
@@ -120,12 +121,15 @@ def compute_teacher_topk(
     *,
     groups_per_batch: int = 8,
     on_groups: Callable[[int], None] | None = None,
+    vocab_size: int | None = None,
 ) -> TopkStore:
-    """Run the teacher once over ``groups`` (prefix-shared) and keep its top-k log-probs per row."""
-    vocab = teacher.get_output_embeddings().weight.shape[0]
+    """Run the teacher once over ``groups`` (prefix-shared) and keep its top-k log-probs per
+    row, over the tokenizer's ``vocab_size`` tokens (a padded output layer's extra rows are
+    never a target)."""
+    vocab = min(teacher.get_output_embeddings().weight.shape[0], vocab_size or 1 << 62)
     k = min(k, vocab)
     teacher.eval()
-    head = teacher.get_output_embeddings()
+    head = tokenizer_logits(teacher.get_output_embeddings(), vocab_size)
     per_group: dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
     index_of = {id(g): i for i, g in enumerate(groups)}
     for batch in batches(groups, groups_per_batch):

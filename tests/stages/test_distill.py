@@ -118,14 +118,13 @@ def test_small_topk_renormalizes_over_the_support(setup):
     assert float(parts["kd"]) == pytest.approx(0.0, abs=2e-3) and float(parts["prompt_kd"]) == pytest.approx(0.0, abs=2e-3)
 
 
-def test_vocabulary_mismatch_is_an_error_before_training(setup, tmp_path):
+def test_a_student_too_small_for_the_tokenizer_is_an_error_before_training(setup, tmp_path):
     tok, groups, teacher, _ = setup
-    other_tok = tiny_tokenizer(synthetic_records(members=3, seed=5))
     from recslm.config import ArchSpec
     from recslm.models.factory import build_model
 
-    student = build_model(ArchSpec(family="llama", hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=32), other_tok, 0)
-    student.resize_token_embeddings(teacher.get_output_embeddings().weight.shape[0] + 7)
+    student = build_model(ArchSpec(family="llama", hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=32), tok, 0)
+    student.resize_token_embeddings(len(tok) - 7)
     with pytest.raises(TokenizerError, match="vocabulary mismatch"):
         distill_student(student, teacher, tok, groups, DistillConfig(), tmp_path, seed=0)
     assert not any(tmp_path.iterdir()), "nothing may be written before the check"
@@ -217,3 +216,69 @@ def test_the_teacher_its_targets_and_every_loss_input_meet_on_the_students_devic
     assert loss.device.type == "meta" and {p.device.type for p in parts.values()} == {"meta"}
     expected = {"cross_entropy", "topk_divergence", "distill_loss_topk"} if stored else {"cross_entropy", "token_divergence", "distill_loss", "teacher decoder", "teacher head"}
     assert set(seen) == expected and all(devices == {"meta"} for devices in seen.values()), seen
+
+
+def _padded(model, rows: int, loud_from: int):
+    """``model`` with its embeddings padded to ``rows``; the padding's output rows made loud,
+    so that any comparison that kept them would be dominated by them."""
+    model.resize_token_embeddings(rows, mean_resizing=False)
+    with torch.no_grad():
+        model.get_output_embeddings().weight[loud_from:] = 5.0
+    return model
+
+
+def test_padded_vocabularies_are_accepted_and_compared_on_the_tokenizers_tokens(setup, tmp_path):
+    """Real checkpoints pad their output layer past the tokenizer, each its own way (Qwen3 to a
+    multiple of 128 or more): a Qwen3-architecture teacher padded by 13 rows and a Llama one
+    by 5, saved and reloaded as Hugging Face checkpoints, distil on the tokenizer's tokens."""
+    from recslm.models.factory import load_model, save_model
+
+    tok, groups, _, _ = setup
+    vocab = len(tok)
+    save_model(_padded(tiny_model(tok, "qwen3", seed=1), vocab + 13, vocab), tok, tmp_path / "teacher")
+    save_model(_padded(tiny_model(tok, "llama", seed=2), vocab + 5, vocab), tok, tmp_path / "student")
+    teacher, student = load_model(tmp_path / "teacher").eval(), load_model(tmp_path / "student")
+    assert teacher.get_output_embeddings().weight.shape[0] == vocab + 13 and student.get_output_embeddings().weight.shape[0] == vocab + 5
+
+    items = [DistillItem(g) for g in groups[:3]]
+    common = dict(kind="forward_kl", weights=RecipeWeights(1, 0, 0), answer_ids=answer_token_ids(tok), pad_id=tok.pad_token_id, beta=0.5, temperature=1.0)
+    _, parts = recipe_loss(student, teacher, items, **common, vocab_size=vocab)
+    rows = [list(g.prefix_ids) + list(c) for g in groups[:3] for c in g.candidate_ids]
+    with torch.no_grad():
+        s = torch.stack([student(input_ids=torch.tensor([r])).logits[0, -1, :vocab] for r in rows])
+        t = torch.stack([teacher(input_ids=torch.tensor([r])).logits[0, -1, :vocab] for r in rows])
+    assert float(parts["kd"]) == pytest.approx(float(token_divergence(s, t, "forward_kl").mean()), rel=1e-4)
+    with pytest.raises(RuntimeError):  # without the tokenizer's length the widths do not even line up
+        recipe_loss(student, teacher, items, **common)
+
+    store = compute_teacher_topk(teacher, groups[:2], tok.pad_token_id, k=vocab + 13, vocab_size=vocab)
+    assert store.k == vocab and all(int(store.tensors[f"{p}_ids"].max()) < vocab for p in ("answer", "prefix", "suffix"))
+
+    phase = DistillPhase(train=TrainConfig(max_steps=2, groups_per_batch=2, logging_steps=1, save_steps=2))
+    trained, reports = distill_student(student, teacher, tok, groups, DistillConfig(phases=[phase]), tmp_path / "work", seed=0)
+    assert reports[0].steps == 2 and trained.get_output_embeddings().weight.shape[0] == vocab + 5
+
+
+def test_a_student_folder_with_another_tokenizer_is_refused_by_name_before_training(tmp_path):
+    """The tokenizer decides compatibility, not the widths: a student checkpoint whose
+    tokenizer differs from the teacher's (the data's) is refused naming the student, before
+    anything trains; so is one whose output layer cannot cover the tokenizer."""
+    from recslm.config import StudentSpec
+    from recslm.models.factory import save_model
+    from recslm.models.vocabulary import check_vocabulary
+    from recslm.train.student import make_student
+    from tests.helpers import data_artifact
+
+    data = data_artifact(tmp_path / "a")
+    other = tiny_tokenizer(synthetic_records(members=3, seed=5))
+    save_model(tiny_model(other, "qwen3", seed=0), other, tmp_path / "other-student")
+    spec = StudentSpec(name="qwen-other", path=tmp_path / "other-student")
+    with pytest.raises(TokenizerError, match=r"students\[qwen-other\].path .*other-student: its tokenizer differs from the teacher's"):
+        make_student(spec, DistillConfig(), "student", data, None, tmp_path / "out", tmp_path / "work", seed=0)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+
+    tok = tiny_tokenizer(synthetic_records(members=6))
+    small = tiny_model(tok, "llama", seed=0)
+    small.resize_token_embeddings(len(tok) - 3)
+    with pytest.raises(TokenizerError, match=r"vocabulary mismatch.*student=.*the student cannot score every token"):
+        check_vocabulary(small, tiny_model(tok, "qwen3", seed=1), tok)

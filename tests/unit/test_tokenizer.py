@@ -18,6 +18,10 @@ def test_trained_bpe_has_single_token_answers(tmp_path):
     tok.save_pretrained(tmp_path)
     again = load_tokenizer(tmp_path)
     assert same_vocabulary(tok, again) and answer_token_ids(again) == ids
+    # same tokens, but another token ends sequences: not the same tokenizer for distillation
+    swapped = load_tokenizer(tmp_path)
+    swapped.eos_token = swapped.pad_token
+    assert swapped.get_vocab() == tok.get_vocab() and not same_vocabulary(tok, swapped)
 
 
 def test_multi_token_answer_is_a_clear_error():
