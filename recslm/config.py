@@ -229,7 +229,12 @@ class TeacherConfig(StrictModel):
         description="Build the teacher from this spec and train it here (the default: a small MoE).",
     )
     path: Path | None = Field(None, description="Load a trained teacher from this Hugging Face directory instead of training one.")
-    foundation: FoundationConfig | None = Field(None, description="Pre-train the built teacher as a causal LM on the training period's prompts first; empty = start from scratch.")
+    fine_tune: bool = Field(
+        False, description="With path: fine-tune the loaded checkpoint on the answer token (teacher.train, with validation and early stopping) before distilling from it; off: use it as it is."
+    )
+    foundation: FoundationConfig | None = Field(
+        None, description="Pre-train the teacher as a causal LM on the training period's prompts first (a built one from scratch, or a loaded one with fine_tune); empty = no pre-training."
+    )
     train: TrainConfig = Field(default_factory=TrainConfig)
     trust_remote_code: bool = Field(False, description="Allow custom modelling code from the checkpoint (off: safetensors and built-in architectures only).")
 
@@ -244,6 +249,10 @@ class TeacherConfig(StrictModel):
     def _one_source(self) -> TeacherConfig:
         if (self.arch is None) == (self.path is None):
             raise ValueError("set exactly one of arch (build and train) or path (load a trained teacher)")
+        if self.path is None and self.fine_tune:
+            raise ValueError("teacher.fine_tune: a built teacher is always trained; fine_tune is for a teacher loaded from path")
+        if self.path is not None and self.foundation is not None and not self.fine_tune:
+            raise ValueError("teacher.foundation: pre-training a loaded teacher changes it; set fine_tune: true as well, or remove foundation")
         return self
 
 

@@ -1,5 +1,5 @@
 """The teacher stage: train a model from a spec on the answer token (resuming from its
-checkpoints), or load a trained one from a path."""
+checkpoints), or load a trained one from a path, optionally fine-tuning it to the task."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ def key(config: Any) -> Any:
     """The teacher section and seed; a loaded teacher also by the digest of its folder (``make
     teacher`` rebuilds models/demo-teacher in place: the store must not serve the old one)."""
     section = dump(config.teacher)
+    if not config.teacher.fine_tune:
+        section.pop("fine_tune")  # a setting added later: left out at its default, so existing keys hold
     if config.teacher.path is not None:
         from recslm.store.digest import folder_digest
 
@@ -24,7 +26,7 @@ def key(config: Any) -> Any:
 def body(config: Any, ctx: StageContext, inputs: dict[str, ArtifactRef]) -> dict[str, Any]:
     from recslm.train.teacher import make_teacher  # torch, Trainer: only when the stage runs
 
-    if config.teacher.path is not None:  # loaded, not trained: no steps to show
+    if config.teacher.path is not None and not config.teacher.fine_tune:  # loaded, not trained: no steps to show
         return make_teacher(config.teacher, inputs["data"].path, ctx.out, ctx.work / "checkpoints", seed=config.run.seed)
     with progress_bar("teacher SFT steps") as on_step:
         return make_teacher(config.teacher, inputs["data"].path, ctx.out, ctx.work / "checkpoints",

@@ -43,31 +43,43 @@ def make_teacher(
         metrics["loaded_from"] = str(cfg.path)
     else:
         model = build_model(cfg.arch, tokenizer, seed)
-        train_records = load_split(data_dir, "train")
-        if cfg.foundation is not None:
-            from recslm.train.foundation import pretrain
-
-            foundation_log = None if on_log is None else (lambda step, values: on_log(step, {f"foundation_{k}": v for k, v in values.items()}))
-            metrics.update(pretrain(model, tokenizer, train_records, cfg.foundation, checkpoint_dir / "foundation", seed=seed, on_log=foundation_log, on_step=on_step))
-        groups = make_groups(train_records, tokenizer)
-        validation = Validation.for_training(data_dir, tokenizer, cfg.train, seed)
-        report = train_answer_model(model, tokenizer, groups, cfg.train, checkpoint_dir / "answer" if cfg.foundation else checkpoint_dir, seed=seed, on_log=on_log, on_step=on_step, validation=validation)
-        metrics.update(
-            best_step=report.best_step,
-            best_val=report.best_metric,
-            stopped_early=report.stopped_early,
-            train_loss=report.train_loss,
-            steps=report.steps,
-            train_examples=report.examples,
-            train_groups=report.groups,
-            train_wall_s=round(report.wall_s, 2),
-            train_examples_per_s=round(report.examples_per_s, 2),
-            resumed_from=report.resumed_from,
-            val_history=report.val_history,
-        )
+    if cfg.path is None or cfg.fine_tune:
+        metrics.update(_train(model, tokenizer, cfg, data_dir, checkpoint_dir, seed=seed, on_log=on_log, on_step=on_step))
     val_records = load_split(data_dir, "val")
     val_groups = make_groups(val_records, tokenizer)[:VAL_LOSS_GROUPS]
     val = score_records(model, tokenizer, val_records, groups=val_groups)
     save_model(model, tokenizer, out_dir / "model")
     metrics.update(val_loss=val.loss, val_loss_groups=len(val_groups), bytes=directory_bytes(out_dir / "model"), **describe(model))
+    return metrics
+
+
+def _train(
+    model: Any, tokenizer: Any, cfg: TeacherConfig, data_dir: Path, checkpoint_dir: Path, *, seed: int,
+    on_log: LogFn | None, on_step: Callable[[int, int], None] | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The optional causal-LM pre-training, then answer-token training with validation: for a
+    teacher built from a spec, and for a loaded checkpoint being fine-tuned to the task."""
+    metrics: dict[str, Any] = {}
+    train_records = load_split(data_dir, "train")
+    if cfg.foundation is not None:
+        from recslm.train.foundation import pretrain
+
+        foundation_log = None if on_log is None else (lambda step, values: on_log(step, {f"foundation_{k}": v for k, v in values.items()}))
+        metrics.update(pretrain(model, tokenizer, train_records, cfg.foundation, checkpoint_dir / "foundation", seed=seed, on_log=foundation_log, on_step=on_step))
+    groups = make_groups(train_records, tokenizer)
+    validation = Validation.for_training(data_dir, tokenizer, cfg.train, seed)
+    report = train_answer_model(model, tokenizer, groups, cfg.train, checkpoint_dir / "answer" if cfg.foundation else checkpoint_dir, seed=seed, on_log=on_log, on_step=on_step, validation=validation)
+    metrics.update(
+        best_step=report.best_step,
+        best_val=report.best_metric,
+        stopped_early=report.stopped_early,
+        train_loss=report.train_loss,
+        steps=report.steps,
+        train_examples=report.examples,
+        train_groups=report.groups,
+        train_wall_s=round(report.wall_s, 2),
+        train_examples_per_s=round(report.examples_per_s, 2),
+        resumed_from=report.resumed_from,
+        val_history=report.val_history,
+    )
     return metrics

@@ -63,3 +63,24 @@ def test_a_teacher_with_another_tokenizer_is_refused_before_work(data_dir, tmp_p
 def test_a_missing_teacher_directory_is_a_clear_error(data_dir, tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         make_teacher(TeacherConfig(path=tmp_path / "absent"), data_dir, tmp_path / "out", tmp_path / "ckpt", seed=0)
+
+
+def test_a_loaded_checkpoint_is_fine_tuned_with_validation_when_asked(data_dir, tmp_path):
+    """teacher.path + fine_tune: the paper's teacher is an existing foundation model adapted to
+    the task; the loaded weights are the starting point, trained on the answer token with
+    validation picking the checkpoint, and the result differs from what was loaded."""
+    import torch
+
+    from recslm.models.factory import load_model
+
+    tokenizer = load_tokenizer(tokenizer_path(data_dir))
+    save_model(build_model(TINY, tokenizer, seed=3), tokenizer, tmp_path / "foundation")
+    cfg = TeacherConfig(path=tmp_path / "foundation", fine_tune=True, train=TrainConfig(max_steps=4, groups_per_batch=4, save_steps=2, eval_steps=2))
+    metrics = make_teacher(cfg, data_dir, tmp_path / "out", tmp_path / "ckpt", seed=0)
+    assert metrics["loaded_from"] == str(tmp_path / "foundation") and metrics["steps"] == 4 and metrics["best_step"] in (2, 4)
+    before, after = load_model(tmp_path / "foundation"), load_model(tmp_path / "out" / "model")
+    assert any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
+    with pytest.raises(ValueError, match="fine_tune is for a teacher loaded from path"):
+        TeacherConfig(arch=TINY, fine_tune=True)
+    with pytest.raises(ValueError, match="set fine_tune: true as well"):
+        TeacherConfig(path=tmp_path / "foundation", foundation={"block_size": 32})
