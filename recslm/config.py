@@ -304,12 +304,23 @@ class DistillConfig(StrictModel):
     kd_weight: float = Field(0.9, ge=0, description="Weight of the divergence on the answer token.")
     ce_weight: float = Field(0.1, ge=0, description="Weight of cross-entropy to the label on the answer token.")
     prompt_weight: float = Field(0.05, ge=0, description="Weight of the divergence over prompt tokens (normalized by their count).")
-    teacher_logits: Literal["online", "topk"] = Field("online", description="Teacher forward at train time, or precomputed top-k log-probs.")
+    teacher_logits: Literal["online", "topk", "served"] = Field(
+        "online", description="Teacher forward at train time; its top-k log-probs computed once in-process (topk); or read once from a server running the teacher (served: students never load it)."
+    )
     topk: int = Field(64, ge=1, description="k for precomputed teacher log-probs.")
+    teacher_url: str | None = Field(
+        None, pattern=r"^https?://\S+$", description="served: the SGLang (or recslm serve) endpoint running this run's teacher, e.g. http://teacher.recslm.svc:30000."
+    )
     sft_baseline: bool = Field(False, description="Also train each student with cross-entropy only, for comparison.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="How the student samples on-policy responses (generative data).")
     seed: Seed | None = Field(None, description="Seed of student initialization and data order; empty = run.seed (vary it alone to measure seed noise with the same teacher).")
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
+
+    @model_validator(mode="after")
+    def _served_needs_a_url(self) -> DistillConfig:
+        if (self.teacher_logits == "served") != (self.teacher_url is not None):
+            raise ValueError("distill.teacher_url: set it exactly when teacher_logits is served (the endpoint running the teacher)")
+        return self
 
 
 class SelectConfig(StrictModel):

@@ -51,7 +51,8 @@ class GenerateRequest(BaseModel):
     sampling_params: SamplingParams = Field(default_factory=SamplingParams)
     return_logprob: bool = False
     token_ids_logprob: list[int] | None = None
-    logprob_start_len: int = Field(-1, ge=-1, le=-1)  # -1: no input-token logprobs (the only mode served here)
+    logprob_start_len: int | list[int] = -1  # -1: no prompt logprobs; n >= 0: from prompt position n on; a list: one per prompt of a batch
+    top_logprobs_num: int = Field(0, ge=0, le=1024)  # with return_logprob and logprob_start_len: top-k per prompt position
     stream: bool = False
     rid: Text | None = None
 
@@ -64,11 +65,36 @@ class GenerateRequest(BaseModel):
         if self.sampling_params.max_new_tokens == 0:
             if self.stream:
                 raise ValueError("max_new_tokens 0 (prefill only) cannot stream: there are no tokens to send")
-            if not self.token_ids_logprob:
-                raise ValueError("max_new_tokens 0 (prefill only) needs token_ids_logprob: the tokens whose log-probabilities to return")
+            if not self.token_ids_logprob and not self.prompt_logprobs:
+                raise ValueError(
+                    "max_new_tokens 0 (prefill only) needs token_ids_logprob (the tokens whose log-probabilities to return), "
+                    "or return_logprob with logprob_start_len >= 0 (the prompt's own log-probabilities)"
+                )
+        starts = self.logprob_start_len if isinstance(self.logprob_start_len, list) else [self.logprob_start_len]
+        if any(start < -1 for start in starts):
+            raise ValueError("logprob_start_len: expected -1 (none) or a prompt position >= 0")
+        if isinstance(self.logprob_start_len, list) and (not self.batched or len(starts) != len(self.prompts)):
+            raise ValueError("logprob_start_len: a list needs a batch of prompts, one start each")
+        if len(set(start >= 0 for start in starts)) > 1:
+            raise ValueError("logprob_start_len: either every prompt's start is >= 0 or none is")
+        if starts[0] >= 0 and self.sampling_params.max_new_tokens != 0:
+            raise ValueError("logprob_start_len: prompt log-probabilities are served with max_new_tokens 0 (prefill only) here")
         elif self.batched and self.stream:
             raise ValueError("stream a single prompt, not a batch")
         return self
+
+    @property
+    def prompt_logprobs(self) -> bool:
+        """SGLang's prompt log-probabilities: ``meta_info.input_token_logprobs`` (and, with
+        ``top_logprobs_num``, ``input_top_logprobs``) from ``logprob_start_len`` on."""
+        return self.return_logprob and self.starts[0] >= 0
+
+    @property
+    def starts(self) -> list[int]:
+        """``logprob_start_len`` per prompt."""
+        if isinstance(self.logprob_start_len, list):
+            return list(self.logprob_start_len)
+        return [self.logprob_start_len] * max(1, len(self.prompts) if self.batched else 1)
 
     @property
     def batched(self) -> bool:

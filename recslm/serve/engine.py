@@ -42,6 +42,14 @@ class RequestError(RecslmError):
 
 
 @dataclass
+class PromptLogprobs:
+    """Per prompt position: the prompt token's log-probability and the top (log-prob, id) pairs."""
+
+    token: list[float | None]
+    top: list[list[tuple[float, int]] | None]
+
+
+@dataclass
 class ScoreJob:
     query: list[int]
     items: list[list[int]]
@@ -226,6 +234,44 @@ class Engine:
         rows, cols = zip(*last)
         hidden = out.last_hidden_state[torch.tensor(rows), torch.tensor(cols)]
         return torch.log_softmax(self.head(hidden).float(), dim=-1)
+
+    # ------------------------------------------------------------------ prompt log-probabilities
+    @torch.no_grad()
+    def prompt_logprobs(self, prompts: list[list[int]], starts: list[int], top: int) -> list[PromptLogprobs]:
+        """SGLang's prompt log-probabilities of each prompt from its position ``start`` on: for
+        each position i, the log-probability of token i given the tokens before it, and (``top``
+        > 0) the ``top`` most likely tokens there; position 0 has none (nothing precedes it).
+        Over the tokenizer's tokens only: a padded output layer's extra rows are no token. The
+        prompts run as one right-padded forward, and only the rows asked for go through the
+        output layer.
+
+        A distillation teacher served this way (``recslm.train.served_topk``) never sits on the
+        students' GPUs."""
+        for i, ids in enumerate(prompts):
+            self.check_ids(ids, f"input_ids[{i}]")
+        self.stats.requests += len(prompts)
+        self.stats.prompt_tokens += sum(map(len, prompts))
+        width = max(map(len, prompts))
+        batch = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, ids in enumerate(prompts):
+            batch[i, : len(ids)], mask[i, : len(ids)] = torch.tensor(ids), 1
+        hidden = self.decoder(input_ids=batch, attention_mask=mask, use_cache=False).last_hidden_state
+        vocab = min(len(self.tokenizer), self.vocab_size)
+        results = []
+        for i, (ids, start) in enumerate(zip(prompts, starts)):
+            first = max(start, 1)
+            rows = torch.log_softmax(self.head(hidden[i, first - 1 : len(ids) - 1]).float()[:, :vocab], dim=-1)  # row j predicts token first + j
+            targets = torch.tensor(ids[first:])
+            result = PromptLogprobs(token=[None] if start == 0 else [], top=[None] if start == 0 else [])
+            result.token += rows.gather(1, targets[:, None])[:, 0].tolist()
+            if top:
+                values, index = rows.topk(min(top, vocab), dim=-1)
+                result.top += [list(zip(v, t)) for v, t in zip(values.tolist(), index.tolist())]
+            else:
+                result.top += [None] * len(targets)
+            results.append(result)
+        return results
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()

@@ -115,6 +115,8 @@ class Batcher:
             for p in batch:
                 if p.kind == "generate":
                     self._settle([p], lambda payloads: [self.engine.generate(**payloads[0])])
+                elif p.kind == "prompt_logprobs":
+                    self._settle([p], lambda payloads: [self.engine.prompt_logprobs(**payloads[0])])
 
     def _settle(self, pending: list[_Pending], compute: Callable[[list[Any]], list[Any]]) -> None:
         """Run ``compute`` over the batch's payloads; if it fails and the batch holds more than
@@ -244,6 +246,12 @@ def create_app(
         if body.token_ids_logprob:
             engine.check_ids(body.token_ids_logprob, "token_ids_logprob")
         rid = body.rid or uuid.uuid4().hex
+        if body.prompt_logprobs:
+            for i, (ids, start) in enumerate(zip(prompts, body.starts)):
+                if start >= len(ids):
+                    raise RequestError(f"logprob_start_len: {start} is not a position of {what}[{i}] ({len(ids)} tokens)")
+            results = await _prompt_logprobs(state["batcher"], prompts, body, rid)
+            return results if body.batched else results[0]
         if sp.max_new_tokens == 0:
             results = await _prefill_only(state["batcher"], prompts, body.token_ids_logprob or [], rid)
             return results if body.batched else results[0]
@@ -299,6 +307,24 @@ async def _prefill_only(batcher: Batcher, prompts: list[list[int]], token_ids: l
         meta = _meta(rid if len(prompts) == 1 else f"{rid}-{i}", len(ids), [], cached if i == 0 else 0, time.perf_counter() - started, 0)
         meta["output_token_logprobs"] = []
         meta["output_token_ids_logprobs"] = [[[lp, t, None] for lp, t in zip(row, token_ids)]]
+        replies.append(generate_response([], "", meta))
+    return replies
+
+
+async def _prompt_logprobs(batcher: Batcher, prompts: list[list[int]], body: GenerateRequest, rid: str) -> list[dict[str, Any]]:
+    """SGLang's answer to ``return_logprob`` + ``logprob_start_len`` (+ ``top_logprobs_num``)
+    with ``max_new_tokens: 0``: ``input_token_logprobs`` as ``[logprob, token_id, None]`` per
+    prompt position from the prompt's start (``None`` for position 0, which nothing
+    predicts) and ``input_top_logprobs`` as lists of ``[logprob, token_id, None]``. The
+    batch's prompts run through the engine as one job."""
+    started = time.perf_counter()
+    found = await batcher.submit("prompt_logprobs", {"prompts": prompts, "starts": body.starts, "top": body.top_logprobs_num})
+    replies = []
+    for i, (ids, start, result) in enumerate(zip(prompts, body.starts, found)):
+        meta = _meta(f"{rid}-{i}" if len(prompts) > 1 else rid, len(ids), [], 0, time.perf_counter() - started, 0)
+        meta["input_token_logprobs"] = [[lp, t, None] for lp, t in zip(result.token, ids[start:])]
+        meta["input_top_logprobs"] = [None if row is None else [[lp, t, None] for lp, t in row] for row in result.top] if body.top_logprobs_num else []
+        meta["output_token_logprobs"] = []
         replies.append(generate_response([], "", meta))
     return replies
 

@@ -28,7 +28,7 @@ def key(config: Any, student: str, role: Role) -> Any:
     if role == "sft_baseline":
         phases = [dump(p) for p in sft_phases(config.distill)]
         return {"student": described, "role": role, "phases": phases, "seed": config.student_seed()}
-    distill = config.distill.model_dump(mode="json", exclude={"sft_baseline", "seed"})
+    distill = config.distill.model_dump(mode="json", exclude={"sft_baseline", "seed", "teacher_url"})  # the targets decide, not their address
     if config.distill.teacher_logits == "online":
         distill.pop("topk")
     return {"student": described, "role": role, "distill": distill, "seed": config.student_seed()}

@@ -77,9 +77,12 @@ def make_student(
     if needs_teacher:
         if teacher_dir is None:
             raise ValueError(f"student {spec.name}: its phases distil from the teacher, but no teacher artifact was given")
-        teacher = load_placed(teacher_dir / "model", trust_remote_code)
-        check_vocabulary(student, teacher, tokenizer)  # before anything trains, in both teacher modes
-        if cfg.teacher_logits == "topk":
+        if cfg.teacher_logits == "served":  # the teacher runs elsewhere: never loaded here
+            check_vocabulary(student, None, tokenizer)
+        else:
+            teacher = load_placed(teacher_dir / "model", trust_remote_code)
+            check_vocabulary(student, teacher, tokenizer)  # before anything trains, in both teacher modes
+        if cfg.teacher_logits in ("topk", "served"):
             topk = TopkStore.load(topk_dir / TOPK_FILE, groups)
             teacher = None  # the stored targets replace it: no teacher forward, no teacher memory
     validation = Validation.for_training(data_dir, tokenizer, next((p.train for p in phases if p.train.eval_steps), None), seed)
@@ -99,6 +102,25 @@ def make_student(
         "bytes": directory_bytes(out_dir / "model"),
         **describe(model),
     }
+
+
+def make_served_topk(
+    data_dir: Path, endpoint: str, out_dir: Path, k: int, *, on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """The teacher's top-k over the training groups, read from the server at ``endpoint``."""
+    from recslm.data.tokenizer import answer_token_ids
+    from recslm.train.served_topk import served_teacher_topk
+
+    tokenizer = load_tokenizer(tokenizer_path(data_dir))
+    groups = make_groups(load_split(data_dir, "train"), tokenizer)
+    tick = counter(on_progress, len(groups))
+    start = time.perf_counter()
+    store = served_teacher_topk(endpoint, groups, k, answer_token_ids(tokenizer)[1], on_groups=tick)
+    wall = time.perf_counter() - start
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store.save(out_dir / TOPK_FILE)
+    rows = sum(int(store.tensors[f"{p}_ids"].shape[0]) for p in ("answer", "prefix", "suffix"))
+    return {"k": store.k, "groups": len(groups), "rows": rows, "bytes": (out_dir / TOPK_FILE).stat().st_size, "wall_s": round(wall, 2), "served_by": endpoint}
 
 
 def make_teacher_topk(

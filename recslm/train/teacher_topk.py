@@ -146,6 +146,12 @@ def compute_teacher_topk(
             per_group[index_of[id(g)]] = {"answer": (answer[0][cand], answer[1][cand]), "prefix": prefix, "suffix": suffix}
         if on_groups is not None:
             on_groups(len(batch))
+    return assemble(per_group, groups, k)
+
+
+def assemble(per_group: dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]], groups: Sequence[Group], k: int) -> TopkStore:
+    """The store from each group's (ids, log-probs) per part, whoever computed them (the
+    teacher in-process, or a teacher server: :mod:`recslm.train.served_topk`)."""
     tensors: dict[str, torch.Tensor] = {}
     for part in PARTS:
         ids = [per_group[i][part][0] for i in range(len(groups))]

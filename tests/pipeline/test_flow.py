@@ -364,3 +364,33 @@ def test_the_release_candidate_is_registered_as_champion_and_deploy_champion_ser
     missing = params.model_copy(update={"alias": "canary"})
     with pytest.raises(ConfigError, match="alias 'canary'"):
         deploy_champion(missing)
+
+
+def test_students_distil_from_a_served_teachers_topk_without_loading_the_teacher(smoke, repo_root, tmp_path):
+    """distill.teacher_logits: served: the smoke run's teacher behind `recslm serve`, asked for
+    its top-k with SGLang's fields; the students train on those targets (which equal the
+    in-process ones to float16 rounding) and land where the in-process top-k students did."""
+    from flows.compress import compress
+    from recslm.config import load_config
+    from recslm.serve.deploy import spawn_engine, terminate, wait_engine
+    from recslm.serve.server import free_port
+
+    first = smoke["first"]
+    port = free_port()
+    pid = spawn_engine(str(Path(first.stages["teacher"].uri) / "model"), port, tmp_path / "teacher.log", threads=1)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_engine(url, pid, tmp_path / "teacher.log", 120, "the teacher server")
+        off = ["prune.enabled=false", "quantize.enabled=false", "serve.enabled=false", "bench.enabled=false", "registry.enabled=false"]
+        cfg = load_config(repo_root / "configs" / "smoke.yaml", [f"run.root={smoke['root']}", "distill.teacher_logits=served", f"distill.teacher_url={url}", *off])
+        served = compress(cfg, run_id="served-teacher")
+    finally:
+        terminate(pid)
+    topk = served.stages["teacher_logits"]
+    assert not topk.cached and topk.metrics["served_by"] == url and topk.metrics["groups"] == first.stages["teacher_logits"].metrics["groups"]
+    assert served.stages["teacher"].cached and served.stages["teacher"].key == first.stages["teacher"].key
+    for name in ("tiny-llama", "small-qwen3"):
+        record = served.stages[f"distill.{name}"]
+        assert not record.cached and record.metrics["teacher_logits"] == "served"
+        a, b = (next(m.auc_mean for m in run.models if m.name == name) for run in (first, served))
+        assert abs(a - b) < 0.02, (name, a, b)

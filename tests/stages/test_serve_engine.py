@@ -107,12 +107,56 @@ def test_prefill_only_generate_scores_as_sglang_does_and_equals_offline(client, 
     assert [math.exp(lp) for lp, _, _ in single["meta_info"]["output_token_ids_logprobs"][0]] == pytest.approx(scored, abs=1e-6)
 
 
+def test_prompt_logprobs_are_sglangs_and_the_served_teachers_topk_equals_the_in_process_one(client, model_dir, records, tokenizer):
+    """SGLang's prompt log-probabilities (return_logprob, logprob_start_len, top_logprobs_num,
+    max_new_tokens 0): entry i is token i's log-probability given the tokens before it, None
+    at position 0; the top-k lists are the model's. A distillation teacher served this way
+    gives the same top-k targets as the teacher run in-process (values to 1e-4 before the
+    store's float16, the same ids but where two values tie within that)."""
+    from recslm.train.served_topk import served_teacher_topk
+    from recslm.train.teacher_topk import compute_teacher_topk
+
+    model = load_model(model_dir).eval()
+    ids = make_groups(records, tokenizer)[0].prefix_ids[:12]
+    reply = client.post("/generate", json={"input_ids": ids, "sampling_params": {"max_new_tokens": 0}, "return_logprob": True, "logprob_start_len": 0, "top_logprobs_num": 3})
+    assert reply.status_code == 200, reply.text
+    meta = reply.json()["meta_info"]
+    assert meta["input_token_logprobs"][0] == [None, ids[0], None] and meta["input_top_logprobs"][0] is None
+    with torch.no_grad():
+        expected = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
+    for i in range(1, len(ids)):
+        lp, token, _ = meta["input_token_logprobs"][i]
+        assert token == ids[i] and lp == pytest.approx(expected[i - 1, ids[i]].item(), abs=1e-4)
+        assert [t for _, t, _ in meta["input_top_logprobs"][i]] == expected[i - 1].topk(3).indices.tolist()
+    later = client.post("/generate", json={"input_ids": ids, "sampling_params": {"max_new_tokens": 0}, "return_logprob": True, "logprob_start_len": 5}).json()["meta_info"]
+    assert [t for _, t, _ in later["input_token_logprobs"]] == ids[5:] and later["input_top_logprobs"] == []
+
+    groups = make_groups(records, tokenizer)[:5]
+    local = compute_teacher_topk(model, groups, tokenizer.pad_token_id, k=8, vocab_size=len(tokenizer))
+    served = served_teacher_topk("http://testserver", groups, 8, answer_token_ids(tokenizer)[1], client=client)
+    assert served.k == local.k and served.digest == local.digest
+    for name, tensor in local.tensors.items():
+        other = served.tensors[name]
+        assert other.shape == tensor.shape and other.dtype == tensor.dtype, name
+        if name.endswith("_logprobs"):
+            assert torch.allclose(other.float(), tensor.float(), atol=2e-3, rtol=1e-3), name  # both float16 of values equal to 1e-4
+        elif name.endswith("_ids"):
+            values = local.tensors[name.replace("_ids", "_logprobs")].float()
+            tied = torch.zeros_like(values, dtype=torch.bool)
+            tied[:, 1:] |= (values[:, 1:] - values[:, :-1]).abs() < 2e-3
+            tied[:, :-1] |= tied[:, 1:].clone()
+            assert torch.equal(other[~tied], tensor[~tied]), name
+        else:
+            assert torch.equal(other, tensor), name
+
+
 @pytest.mark.parametrize(
     "body,reason",
     [
         ({"input_ids": [1, 2], "sampling_params": {"max_new_tokens": 0}}, "needs token_ids_logprob"),
         ({"input_ids": [1, 2], "sampling_params": {"max_new_tokens": 0}, "token_ids_logprob": [3], "stream": True}, "cannot stream"),
-        ({"input_ids": [1, 2], "sampling_params": {"max_new_tokens": 0}, "token_ids_logprob": [3], "logprob_start_len": 0}, "logprob_start_len"),
+        ({"input_ids": [1, 2], "sampling_params": {"max_new_tokens": 4}, "return_logprob": True, "logprob_start_len": 0}, "served with max_new_tokens 0"),
+        ({"input_ids": [1, 2], "sampling_params": {"max_new_tokens": 0}, "return_logprob": True, "logprob_start_len": 2}, "logprob_start_len: 2 is not a position of input_ids[0]"),
         ({"input_ids": [], "sampling_params": {"max_new_tokens": 0}, "token_ids_logprob": [3]}, "input_ids is empty"),
         ({"input_ids": [[1, 2], []], "sampling_params": {"max_new_tokens": 0}, "token_ids_logprob": [3]}, "input_ids[1] is empty"),
         ({"text": [], "sampling_params": {"max_new_tokens": 0}, "token_ids_logprob": [3]}, "batch of prompts is empty"),

@@ -125,3 +125,15 @@ def test_a_kubernetes_deploy_needs_an_s3_store(tmp_path):
         load_config(write(tmp_path, student))
     cfg = load_config(write(tmp_path, student + "store: {uri: 's3://models/team'}\n"))
     assert cfg.serve.target == "kubernetes" and cfg.registered_model_name() == cfg.run.name
+
+
+def test_a_served_teacher_needs_its_url_and_only_then(tmp_path):
+    student = "students:\n  - name: s1\n    arch: {hidden_size: 64}\n"
+    with pytest.raises(ConfigError, match="distill.teacher_url: set it exactly when teacher_logits is served"):
+        load_config(write(tmp_path, student + "distill: {teacher_logits: served}\n"))
+    with pytest.raises(ConfigError, match="distill.teacher_url: set it exactly when teacher_logits is served"):
+        load_config(write(tmp_path, student + "distill: {teacher_url: 'http://teacher:30000'}\n"))
+    with pytest.raises(ConfigError, match="teacher_url"):
+        load_config(write(tmp_path, student + "distill: {teacher_logits: served, teacher_url: 'teacher:30000'}\n"))
+    cfg = load_config(write(tmp_path, student + "distill: {teacher_logits: served, teacher_url: 'http://teacher.recslm.svc:30000'}\n"))
+    assert cfg.distill.teacher_url == "http://teacher.recslm.svc:30000"
