@@ -21,9 +21,9 @@ from recslm.evaluate.scoring import score_records
 from recslm.jsonfile import write_json
 from recslm.models.factory import load_model
 from recslm.models.prefix import make_groups
+from recslm.serve import kube_target
 from recslm.serve.bench import Workload, run_workload, table
 from recslm.serve.deploy import LocalTarget, SmokeTest, deploy, score_smoke_test
-from recslm.serve import kube_target
 from recslm.serve.fleet import FleetTarget
 from recslm.serve.kube_target import KubernetesTarget
 from recslm.serve.limits import limits_of

@@ -24,9 +24,9 @@ from torch.utils.data import Dataset
 from transformers import EarlyStoppingCallback, PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 
 from recslm.config import TrainConfig
+from recslm.data.records import RankingRecord
 from recslm.models.placement import stage_device
 from recslm.runtime import current_runtime
-from recslm.data.records import RankingRecord
 
 LogFn = Callable[[int, dict[str, float]], None]
 StepFn = Callable[[int, int], None]
