@@ -381,15 +381,16 @@ def test_students_distil_from_a_served_teachers_topk_without_loading_the_teacher
     try:
         url = f"http://127.0.0.1:{port}"
         wait_engine(url, pid, tmp_path / "teacher.log", 120, "the teacher server")
-        off = ["prune.enabled=false", "quantize.enabled=false", "serve.enabled=false", "bench.enabled=false", "registry.enabled=false"]
+        off = ["prune.enabled=false", "quantize.enabled=false", "serve.enabled=false", "bench.enabled=false", "registry.enabled=false", "distill.sft_baseline=false"]
         cfg = load_config(repo_root / "configs" / "smoke.yaml", [f"run.root={smoke['root']}", "distill.teacher_logits=served", f"distill.teacher_url={url}", *off])
+        cfg.students = cfg.students[:1]  # tiny-llama: one student shows it
         served = compress(cfg, run_id="served-teacher")
     finally:
         terminate(pid)
     topk = served.stages["teacher_logits"]
     assert not topk.cached and topk.metrics["served_by"] == url and topk.metrics["groups"] == first.stages["teacher_logits"].metrics["groups"]
     assert served.stages["teacher"].cached and served.stages["teacher"].key == first.stages["teacher"].key
-    for name in ("tiny-llama", "small-qwen3"):
+    for name in ("tiny-llama",):
         record = served.stages[f"distill.{name}"]
         assert not record.cached and record.metrics["teacher_logits"] == "served"
         a, b = (next(m.auc_mean for m in run.models if m.name == name) for run in (first, served))

@@ -5,7 +5,7 @@ training, the teacher loaded and the models scored in bf16) keys apart from fp32
   within 0.002 mean AUC of their fp32 scores (with the bf16 output layer's rounding of the
   yes/no margin this was 0.08 off for a small Qwen3: recslm projects those two logits in fp32);
 - training in bf16 is another computation: the teacher lands within 0.005 of fp32; a student
-  distilled for 120 steps moves as much as it does between thread counts (README,
+  distilled for 60 steps moves as much as it does between thread counts (README,
   Determinism: up to 0.02 for tiny-llama), so it is held to that scale, not to 0.005.
 
 The full smoke config's figures are in the README (Running on GPUs)."""
@@ -26,7 +26,7 @@ def test_bf16_pipeline_matches_fp32_within_half_a_point(prefect_harness, tmp_pat
     from flows.compress import compress
 
     raw = trimmed_smoke(tmp_path)
-    raw["distill"]["phases"][0]["train"].update(max_steps=120, save_steps=60)
+    raw["distill"]["phases"][0]["train"].update(max_steps=60, save_steps=60)
     raw["tracking"] = {"enabled": False}
     raw["registry"] = {"enabled": False}
     fp32 = compress(PipelineConfig.model_validate(raw), run_id="fp32")
