@@ -9,7 +9,7 @@ never meets a teacher left on the CPU. :func:`follow` is that rule.
 
 from __future__ import annotations
 
-from dataclasses import fields, is_dataclass, replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -58,16 +58,8 @@ def follow(model: torch.nn.Module, leader: torch.nn.Module) -> torch.nn.Module:
 
 
 def to_device(value: T, device: torch.device) -> T:
-    """``value`` with every tensor in it (dataclass fields, lists, tuples, dicts) on ``device``."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device)  # type: ignore[return-value]
-    if is_dataclass(value) and not isinstance(value, type):
-        return replace(value, **{f.name: to_device(getattr(value, f.name), device) for f in fields(value)})  # type: ignore[return-value]
-    if isinstance(value, (list, tuple)):
-        return type(value)(to_device(v, device) for v in value)  # type: ignore[return-value]
-    if isinstance(value, dict):
-        return {k: to_device(v, device) for k, v in value.items()}  # type: ignore[return-value]
-    return value
+    """A dataclass of tensors (stored top-k targets) with every field on ``device``."""
+    return replace(value, **{f.name: getattr(value, f.name).to(device) for f in fields(value)})  # type: ignore[type-var]
 
 
 def load_placed(path: Path, trust_remote_code: bool = False) -> torch.nn.Module:

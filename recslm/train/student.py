@@ -116,11 +116,7 @@ def make_served_topk(
     tick = counter(on_progress, len(groups))
     start = time.perf_counter()
     store = served_teacher_topk(endpoint, groups, k, answer_token_ids(tokenizer)[1], on_groups=tick)
-    wall = time.perf_counter() - start
-    out_dir.mkdir(parents=True, exist_ok=True)
-    store.save(out_dir / TOPK_FILE)
-    rows = sum(int(store.tensors[f"{p}_ids"].shape[0]) for p in ("answer", "prefix", "suffix"))
-    return {"k": store.k, "groups": len(groups), "rows": rows, "bytes": (out_dir / TOPK_FILE).stat().st_size, "wall_s": round(wall, 2), "served_by": endpoint}
+    return {**_publish_topk(store, out_dir, len(groups), time.perf_counter() - start), "served_by": endpoint}
 
 
 def make_teacher_topk(
@@ -141,8 +137,12 @@ def make_teacher_topk(
 
     start = time.perf_counter()
     store = compute_teacher_topk(teacher, groups, tokenizer.pad_token_id, k, groups_per_batch=groups_per_batch, on_groups=tick, vocab_size=len(tokenizer))
-    wall = time.perf_counter() - start
+    return _publish_topk(store, out_dir, len(groups), time.perf_counter() - start)
+
+
+def _publish_topk(store: TopkStore, out_dir: Path, groups: int, wall_s: float) -> dict[str, Any]:
+    """Write the top-k store into ``out_dir``; its metrics, however it was computed."""
     out_dir.mkdir(parents=True, exist_ok=True)
     store.save(out_dir / TOPK_FILE)
     rows = sum(int(store.tensors[f"{p}_ids"].shape[0]) for p in ("answer", "prefix", "suffix"))
-    return {"k": store.k, "groups": len(groups), "rows": rows, "bytes": (out_dir / TOPK_FILE).stat().st_size, "wall_s": round(wall, 2)}
+    return {"k": store.k, "groups": groups, "rows": rows, "bytes": (out_dir / TOPK_FILE).stat().st_size, "wall_s": round(wall_s, 2)}
