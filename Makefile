@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 DS_STAMP := $(VENV)/.installed-deepspeed
 SGL_STAMP := $(VENV)/.installed-sglang-parser
 
-.PHONY: demo smoke test install clean slurm chromium teacher
+.PHONY: demo smoke test install clean slurm chromium teacher gpu-check
 
 demo: $(STAMP)
 	$(VENV)/bin/recslm run configs/demo.yaml $(ARGS)
@@ -23,6 +23,11 @@ demo: $(STAMP)
 teacher: $(STAMP)
 	$(VENV)/bin/recslm run configs/teacher.yaml --run-id demo-teacher
 	$(VENV)/bin/recslm teacher export configs/teacher.yaml runs/demo-teacher --out models/demo-teacher
+
+# On a CUDA machine: the smoke config in bf16 on the GPU against fp32 on the CPU (AUC), bf16 vs fp32
+# distill throughput, and whether SGLang's own server loads the pruned and FP8 models (README, Running on GPUs).
+gpu-check: $(STAMP) $(DS_STAMP)
+	$(VENV)/bin/python benchmarks/gpu_check.py $(ARGS)
 
 smoke: $(STAMP)
 	$(VENV)/bin/recslm run configs/smoke.yaml $(ARGS)

@@ -14,13 +14,22 @@ from typing import Any
 
 from prefect import flow
 
-from tasks.dispatch import CallOutcome, RemoteStageError, execute_call
+from recslm.errors import TransientError
+from tasks.dispatch import CallOutcome, RemoteStageError, StageCall, execute_call
+from tasks.torchrun import run_ranks
 
 
 @flow(name="recslm-stage", log_prints=True)
 def stage(call: dict[str, Any]) -> dict[str, Any]:
-    """Run one dispatched stage here and return its artifact reference (as JSON)."""
-    outcome = CallOutcome.model_validate(execute_call(call))
+    """Run one dispatched stage here and return its artifact reference (as JSON). A multi-rank
+    stage (``execution.kubernetes.ranks``, one per GPU by default) runs on torchrun ranks in this pod."""
+    parsed = StageCall.model_validate(call)
+    ranks = parsed.config.execution.ranks(parsed.stage)
+    try:
+        raw = run_ranks(call, ranks) if ranks > 1 else execute_call(call)
+    except TransientError as exc:  # a lost rank
+        raise RemoteStageError(f"[transient] {exc}", transient=True) from exc
+    outcome = CallOutcome.model_validate(raw)
     if outcome.ref is None:
         marker = "[transient] " if outcome.transient else ""
         raise RemoteStageError(f"{marker}{outcome.error_type}: {outcome.error}", transient=outcome.transient)

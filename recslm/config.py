@@ -223,6 +223,13 @@ class FoundationConfig(StrictModel):
     router_aux_loss_coef: float = Field(0.01, ge=0, description="Mixture-of-experts teachers: weight of the router's load-balancing loss.")
 
 
+class DeepSpeedConfig(StrictModel):
+    enabled: bool = Field(False, description="Train through DeepSpeed ZeRO.")
+    zero_stage: int = Field(2, ge=0, le=3, description="ZeRO stage 0-3.")
+    offload_optimizer: bool = Field(False, description="Offload optimizer state to CPU memory.")
+    offload_params: bool = Field(False, description="Offload parameters to CPU memory (ZeRO-3).")
+
+
 class TeacherConfig(StrictModel):
     arch: ArchSpec | None = Field(
         default_factory=lambda: ArchSpec(family="mixtral", num_experts=4, experts_per_token=2),
@@ -236,7 +243,12 @@ class TeacherConfig(StrictModel):
         None, description="Pre-train the teacher as a causal LM on the training period's prompts first (a built one from scratch, or a loaded one with fine_tune); empty = no pre-training."
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
+    deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig, description="Train the teacher through DeepSpeed ZeRO (needed when it trains on several ranks: execution.multi_rank_stages).")
     trust_remote_code: bool = Field(False, description="Allow custom modelling code from the checkpoint (off: safetensors and built-in architectures only).")
+
+    def trains(self) -> bool:
+        """Whether the teacher stage trains (a built teacher, or a loaded one being fine-tuned)."""
+        return self.path is None or self.fine_tune
 
     @model_validator(mode="before")
     @classmethod
@@ -277,13 +289,6 @@ class StudentSpec(StrictModel):
 
 
 # --------------------------------------------------------------------------- later stages
-
-
-class DeepSpeedConfig(StrictModel):
-    enabled: bool = Field(False, description="Train through DeepSpeed ZeRO.")
-    zero_stage: int = Field(2, ge=0, le=3, description="ZeRO stage 0-3.")
-    offload_optimizer: bool = Field(False, description="Offload optimizer state to CPU memory.")
-    offload_params: bool = Field(False, description="Offload parameters to CPU memory (ZeRO-3).")
 
 
 class SamplingConfig(StrictModel):
@@ -463,7 +468,11 @@ class SlurmConfig(StrictModel):
 
     partition: str | None = Field(None, description="Slurm partition (none: the cluster's default).")
     account: str | None = Field(None, description="Slurm account to charge.")
-    gpus: int = Field(0, ge=0, description="GPUs per heavy stage (--gpus-per-node).")
+    gpus: int = Field(0, ge=0, description="GPUs per node of a heavy stage's job (--gpus-per-node).")
+    nodes: int = Field(1, ge=1, description="Nodes of a multi-rank stage's job (execution.multi_rank_stages); other stages use one.")
+    ranks_per_node: int | None = Field(
+        None, ge=1, description="Ranks (srun tasks) per node of a multi-rank stage: one per GPU when empty (gpus, at least 1). Set it to run ranks on CPUs (gloo)."
+    )
     cpus: int = Field(2, ge=1, description="CPUs per heavy stage.")
     mem_gb: int = Field(8, ge=1, description="Memory per heavy stage in GB.")
     time_min: int = Field(60, ge=1, description="Wall-time limit in minutes.")
@@ -479,6 +488,7 @@ class KubernetesConfig(StrictModel):
     work_pool: str = Field("recslm-k8s", description="Prefect Kubernetes work pool the stage deployment runs on (for messages).")
     deployment: str = Field("k8s-gpu", description="Name of the recslm-stage deployment (deployments/prefect.yaml) heavy stages run as.")
     gpus: int | None = Field(1, ge=0, description="nvidia.com/gpu per heavy stage (the work pool's `gpus` job variable); null keeps the pool default.")
+    ranks: int | None = Field(None, ge=1, description="torchrun ranks in the pod of a multi-rank stage: one per GPU when empty (gpus, at least 1).")
     namespace: str = Field("recslm", description="Namespace.")
 
 
@@ -514,6 +524,20 @@ class ExecutionConfig(StrictModel):
     )
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    multi_rank_stages: list[Literal["teacher", "distill"]] = Field(
+        default_factory=lambda: ["teacher", "distill"],
+        description="Training stages that run data-parallel on every rank of their job (Slurm: nodes x ranks_per_node; Kubernetes: ranks), under DeepSpeed ZeRO; the others run one process.",
+    )
+
+    def ranks(self, stage: str) -> int:
+        """Processes ``stage`` trains on: 1 unless it is a multi-rank stage on a remote backend."""
+        if stage not in self.multi_rank_stages:
+            return 1
+        if self.backend == "slurm":
+            return self.slurm.nodes * (self.slurm.ranks_per_node or max(self.slurm.gpus, 1))
+        if self.backend == "kubernetes":
+            return self.kubernetes.ranks or max(self.kubernetes.gpus or 1, 1)
+        return 1
 
 
 # --------------------------------------------------------------------------- the whole pipeline
@@ -563,6 +587,13 @@ class PipelineConfig(StrictModel):
             )
         if self.registry.enabled and not self.tracking.enabled:
             raise ValueError("registry.enabled: the model registry is MLflow's; turn tracking.enabled on, or registry.enabled off")
+        for stage, zero, field in (("teacher", self.teacher.deepspeed, "teacher.deepspeed"), ("distill", self.distill.deepspeed, "distill.deepspeed")):
+            ranks = self.execution.ranks(stage)
+            if ranks > 1 and not zero.enabled and (stage != "teacher" or self.teacher.trains()):
+                raise ValueError(
+                    f"execution: the {stage} stage runs on {ranks} ranks ({self.execution.backend}), which trains through DeepSpeed ZeRO: "
+                    f"set {field}.enabled: true (zero_stage 2 or 3), or leave {stage} out of execution.multi_rank_stages"
+                )
         if self.runtime.dtype == "fp16" and self.runtime.device == "cpu":
             raise ValueError("runtime.dtype: fp16 mixed precision needs a GPU (runtime.device: cpu); use bf16 on a CPU")
         if self.teacher.path is not None and self.data.tokenizer.kind == "bpe":

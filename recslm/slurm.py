@@ -60,24 +60,34 @@ class JobResult:
     wall_s: float
 
 
-def sbatch_parameters(resources: SlurmConfig, job_name: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+def sbatch_parameters(
+    resources: SlurmConfig, job_name: str, env: Mapping[str, str] | None = None, *, nodes: int = 1, tasks_per_node: int = 1
+) -> dict[str, Any]:
     """submitit's SlurmExecutor parameters for one heavy stage (``execution.slurm``); ``env`` is
-    exported in the job script before the setup lines (the stage's thread counts)."""
+    exported in the job script before the setup lines (the stage's thread counts).
+
+    A multi-rank stage is one job of ``nodes`` x ``tasks_per_node`` srun tasks (``cpus`` and
+    ``mem_gb`` are per task and per node, as sbatch means them), launched with
+    ``--kill-on-bad-exit``: a rank that dies ends the others rather than leaving them blocked
+    in a collective until its timeout. It gets ``gpus`` per node; a one-rank stage computes on
+    one device, so it asks for one GPU (when ``gpus`` is set) rather than idling the rest."""
     params: dict[str, Any] = {
         "job_name": job_name,
         "cpus_per_task": resources.cpus,
         "mem": f"{resources.mem_gb}GB",
         "time": resources.time_min,
-        "nodes": 1,
-        "ntasks_per_node": 1,
+        "nodes": nodes,
+        "ntasks_per_node": tasks_per_node,
         "additional_parameters": {"requeue": True, **resources.sbatch_args},
     }
+    if nodes * tasks_per_node > 1:
+        params["srun_args"] = ["--kill-on-bad-exit=1"]
     if resources.partition:
         params["partition"] = resources.partition
     if resources.account:
         params["account"] = resources.account
     if resources.gpus:
-        params["gpus_per_node"] = resources.gpus
+        params["gpus_per_node"] = resources.gpus if nodes * tasks_per_node > 1 else 1
     setup = [f"export {name}={shlex.quote(value)}" for name, value in (env or {}).items()] + list(resources.setup)
     if setup:
         params["setup"] = setup
@@ -114,6 +124,8 @@ def run_job(
     poll_s: float = 1.0,
     on_submit: Callable[[str], None] | None = None,
     env: Mapping[str, str] | None = None,
+    nodes: int = 1,
+    tasks_per_node: int = 1,
 ) -> JobResult:
     """Submit ``fn(*args)`` as one Slurm job, wait for it, return its value and job id.
 
@@ -123,6 +135,10 @@ def run_job(
     trainer image. Exceptions raised by ``fn`` in the job are re-raised here as
     submitit's ``FailedJobError`` carrying the job's traceback; callers that need the
     original error type should catch inside ``fn`` and return it (see ``tasks.dispatch``).
+
+    With several tasks (``nodes`` x ``tasks_per_node``: the ranks of a multi-rank stage) every
+    task runs ``fn`` and the value is task 0's; the job is then given a grace period to end
+    (the other ranks leaving their process group) and cancelled if it has not.
     """
     import submitit
     from submitit.core.utils import FailedJobError
@@ -132,7 +148,7 @@ def run_job(
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     executor = submitit.SlurmExecutor(folder=folder, python=shlex.quote(sys.executable), max_num_timeout=0)
-    executor.update_parameters(**sbatch_parameters(resources, job_name, env))
+    executor.update_parameters(**sbatch_parameters(resources, job_name, env, nodes=nodes, tasks_per_node=tasks_per_node))
     started = time.perf_counter()
     try:
         job = executor.submit(fn, *args)
@@ -140,7 +156,11 @@ def run_job(
         raise SlurmJobError(f"sbatch refused the job {job_name} (check execution.slurm): {str(exc).strip()}") from exc
     if on_submit is not None:
         on_submit(job.job_id)
-    value = _wait(job, poll_s)
+    if job.num_tasks == 1:
+        value = _wait(job, poll_s)
+    else:
+        value = _wait(job.task(0), poll_s)
+        _end_within(str(job.job_id), grace_s=60.0, poll_s=poll_s)
     return JobResult(value=value, job_id=str(job.job_id), wall_s=time.perf_counter() - started)
 
 
@@ -173,6 +193,17 @@ def _wait(job: Any, poll_s: float) -> Any:
             if not job.paths.result_pickle.exists():
                 _lost(job, state)
         time.sleep(poll_s)
+
+
+def _end_within(job_id: str, grace_s: float, poll_s: float) -> None:
+    """Let a job whose result is in end by itself; cancel it after ``grace_s`` (a rank left blocked)."""
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        state = job_state(job_id)
+        if state is None or state.split()[0] in ENDED_STATES:
+            return
+        time.sleep(min(poll_s, 1.0))
+    subprocess.run(["scancel", job_id], capture_output=True, timeout=60)
 
 
 def _lost(job: Any, state: str) -> None:

@@ -10,12 +10,13 @@ not retried.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from recslm.config import PipelineConfig
 from recslm.errors import RecslmError, TransientError
 from recslm.runtime import worker_env
 from recslm.store import ArtifactRef, ArtifactStore
-from tasks.dispatch import StageCall, execute_call, outcome_ref
+from tasks.dispatch import StageCall, execute_call, execute_ranked_call, outcome_ref
 
 
 def run_on_worker(call: StageCall, config: PipelineConfig, store: ArtifactStore, stage: str, key: str) -> ArtifactRef:
@@ -33,13 +34,27 @@ def run_on_slurm(call: StageCall, config: PipelineConfig, stage: str, key: str) 
 
     slurm = config.execution.slurm
     folder = Path(slurm.folder) if slurm.folder else Path(config.run.root) / "slurm"
+    ranks = config.execution.ranks(stage)
+    nodes = slurm.nodes if ranks > 1 else 1
     result = run_job(
-        execute_call, call.model_dump(mode="json"),
+        slurm_rank if ranks > 1 else execute_call, call.model_dump(mode="json"),
         resources=slurm, folder=folder, job_name=f"recslm-{stage}-{key[:8]}", poll_s=slurm.poll_s,
-        env=worker_env(config.runtime),
+        env=worker_env(config.runtime), nodes=nodes, tasks_per_node=ranks // nodes,
     )  # fmt: skip
+    if result.value is None:  # rank 0 returns the outcome; None means the launch went wrong
+        raise TransientError(f"stage {stage} in Slurm job {result.job_id}: rank 0 returned no outcome")
     ref = outcome_ref(result.value, f"stage {stage} in Slurm job {result.job_id}")
-    return ref.model_copy(update={"worker": {**(ref.worker or {}), "backend": "slurm", "job_id": result.job_id}})
+    worker = {**(ref.worker or {}), "backend": "slurm", "job_id": result.job_id, **({"ranks": str(ranks)} if ranks > 1 else {})}
+    return ref.model_copy(update={"worker": worker})
+
+
+def slurm_rank(call_json: dict[str, Any]) -> dict[str, Any] | None:
+    """One srun task of a multi-rank stage's job: torch's ``env://`` variables from the Slurm job
+    (submitit's helper: rank, world size, the first node as the rendezvous), then the stage."""
+    from submitit.helpers import TorchDistributedEnvironment
+
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)  # each rank picks its GPU by local rank (recslm.distributed)
+    return execute_ranked_call(call_json)
 
 
 def run_on_work_pool(call: StageCall, config: PipelineConfig, store: ArtifactStore, stage: str, key: str) -> ArtifactRef:

@@ -87,6 +87,32 @@ def execute_call(call_json: dict[str, Any]) -> dict[str, Any]:
         return CallOutcome(error_type=type(exc).__name__, error=str(exc), transient=is_transient(exc)).model_dump(mode="json")
 
 
+def execute_ranked_call(call_json: dict[str, Any]) -> dict[str, Any] | None:
+    """One rank of a multi-rank stage (an srun task, a torchrun worker): join the ranks' process
+    group, run the stage, and report rank 0's outcome (the others return None).
+
+    Rank 0 reports a failure as data, as :func:`execute_call` does. Any other rank raises it:
+    its process then exits non-zero, and the launcher ends the remaining ranks (srun
+    ``--kill-on-bad-exit``, torchrun) instead of leaving them blocked in a collective. An
+    attempt whose rank 0 wrote no outcome is a lost job, which the orchestrator retries.
+    """
+    from recslm.distributed import env_rank, leave_together, process_group
+
+    if env_rank().main:
+        with process_group():
+            outcome = execute_call(call_json)
+            if outcome.get("ref") is not None:
+                leave_together()
+            return outcome
+    from tasks.stage import run_stage
+
+    with process_group():
+        call = StageCall.model_validate(call_json)
+        run_stage(stage_named(call.stage), call.config, call.tracking, call.inputs, remote=False, **call.params)
+        leave_together()
+    return None
+
+
 class RemoteStageError(RecslmError):
     """A stage failed on its worker; ``transient`` says whether retrying may help."""
 

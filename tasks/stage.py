@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from recslm.config import PipelineConfig
+from recslm.distributed import is_main_process
 from recslm.runtime import pinned_runtime
 from recslm.stages import Stage
 from recslm.stages.base import dump
@@ -49,7 +50,10 @@ def stage_key_params(stage: Stage, config: PipelineConfig, params: Mapping[str, 
     """What decides the stage's result besides its inputs: its key fields, plus the runtime of a
     stage that computes with torch (the thread count changes the result)."""
     key = dump(stage.key(config, **params))
-    return {**key, "runtime": config.runtime.key()} if stage.computes else key
+    if not stage.computes:
+        return key
+    ranks = config.execution.ranks(stage.name)  # data-parallel ranks change the batches, so the weights
+    return {**key, "runtime": config.runtime.key(), **({"ranks": ranks} if ranks > 1 else {})}
 
 
 def _log_data_input(tracker: Tracker, run_id: str | None, config: PipelineConfig, used: Mapping[str, ArtifactRef]) -> None:
@@ -98,6 +102,8 @@ def run_stage(
         ref = run_on_worker(call, config, store, stage.name, key)
         return store.materialize(ref, download=False).model_copy(update={"wall_s": time.perf_counter() - started})
 
+    if not is_main_process():  # another rank of a multi-rank stage: trains beside rank 0, publishes nothing
+        return _run_follower(stage, config, store, used, key, params)
     used = {role: store.materialize(ref) for role, ref in used.items()}  # a reference made on another worker: fetch its files here
     worker = worker_identity()
     run_id = tracker.start_stage(name, {**tags, "recslm.cached": "false", **{f"recslm.worker.{k}": v for k, v in worker.items() if v}})
@@ -105,6 +111,7 @@ def run_stage(
     tracker.log_params(run_id, key_params)
     staging = store.new_staging_dir(stage.name, key)
     context = StageRun(tracker, run_id, key, staging, store.work_dir(stage.name, key))
+    _ranks_ready()  # the other ranks wait for the inputs and checkpoints fetched above
     try:
         with syncing_work(store, stage.name, key, config.store.checkpoint_sync_s):
             with pinned_runtime(config.runtime, seed=int(key[:8], 16)) if stage.computes else contextlib.nullcontext():
@@ -121,3 +128,26 @@ def run_stage(
     tracker.log_metrics(run_id, {**metrics, "wall_s": wall_s})
     tracker.end(run_id)
     return ref.model_copy(update={"tracking_run_id": run_id, "worker": worker})
+
+
+def _ranks_ready() -> None:
+    """Rank 0 has fetched the inputs and the checkpoints of an earlier attempt: the others go on."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _run_follower(stage: Stage, config: PipelineConfig, store: Any, used: Mapping[str, ArtifactRef], key: str, params: Mapping[str, Any]) -> ArtifactRef:
+    """A rank other than 0: the same body on the same inputs and checkpoint folder (the Trainer
+    and DeepSpeed split the batches and keep the ranks in step), into a private folder that is
+    thrown away; no tracking run, no publish. Its reference names no artifact: rank 0's is the result."""
+    import tempfile
+
+    _ranks_ready()  # after rank 0 fetched inputs and checkpoints into the shared folders
+    used = {role: store.materialize(ref) for role, ref in used.items()}
+    with tempfile.TemporaryDirectory(prefix=f"recslm-{stage.name}-rank-") as scratch:
+        context = StageRun(Tracker(TrackingHandle(enabled=False)), None, key, Path(scratch), store.work_dir(stage.name, key))
+        with pinned_runtime(config.runtime, seed=int(key[:8], 16)):
+            stage.body(config, context, used, **params)
+    return ArtifactRef(kind=stage.name, key=key, uri="", metrics={})

@@ -62,6 +62,11 @@ def to_device(value: T, device: torch.device) -> T:
     return replace(value, **{f.name: getattr(value, f.name).to(device) for f in fields(value)})  # type: ignore[type-var]
 
 
+def load_trainable(path: Path, trust_remote_code: bool = False) -> torch.nn.Module:
+    """A model a stage changes (pruned, then re-distilled): fp32 master weights on the stage's device."""
+    return load_model(path, trust_remote_code).to(stage_device(current_runtime().device))
+
+
 def load_placed(path: Path, trust_remote_code: bool = False) -> torch.nn.Module:
     """A model a stage reads but does not train (the teacher for distillation or top-k, a
     model under evaluation): loaded in the stage's ``runtime.dtype``, on its device."""

@@ -28,7 +28,8 @@ from recslm.errors import ConfigError
 from recslm.evaluate.evaluate import evaluate_records
 from recslm.evaluate.profile import prefill_ms, profile_figure, profile_model
 from recslm.jsonfile import write_json
-from recslm.models.factory import load_model, save_model
+from recslm.models.factory import save_model
+from recslm.models.placement import load_placed, load_trainable
 from recslm.models.prefix import make_groups
 from recslm.prune.pruner import LayerRecord, Solver, prune_step
 from recslm.prune.schedule import plan, step_keeps
@@ -37,14 +38,15 @@ from recslm.train.runner import LogFn, StepFn, Validation
 
 
 def profile_student(model_dir: Path, out_dir: Path, cfg: ProfileConfig) -> dict[str, Any]:
-    """Time attention vs MLP per layer at ``cfg.context_lengths``; write profile.json and profile.png."""
-    model = load_model(model_dir)
+    """Time attention vs MLP per layer at ``cfg.context_lengths``, on the stage's device and in its
+    dtype (what serving will see, not the CPU); write profile.json and profile.png."""
+    model = load_placed(model_dir)
     result = profile_model(model, cfg.context_lengths, cfg.repeats)
     if not result.context_lengths:
         raise ConfigError(f"profile.context_lengths {cfg.context_lengths}: all exceed the model's max_position_embeddings")
     out_dir.mkdir(parents=True, exist_ok=True)
     profile_figure(result, out_dir / "profile.png", title=f"prefill time per layer ({model_dir.parent.name[:12]})")
-    metrics = {**result.dump(), "recommendation": result.recommend(cfg.min_share), "device": str(model.device), "threads": torch.get_num_threads()}
+    metrics = {**result.dump(), "recommendation": result.recommend(cfg.min_share), "device": str(model.device), "dtype": str(model.dtype).removeprefix("torch."), "threads": torch.get_num_threads()}
     (out_dir / "profile.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
@@ -100,8 +102,8 @@ def prune_student(
     prune = targets_for(prune, recommendation)
     steps = plan(prune)
     tokenizer = load_tokenizer(tokenizer_path(data_dir))
-    original = load_model(student_dir / "model")
-    model = load_model(student_dir / "model")
+    original = load_placed(student_dir / "model")  # the re-distillation's teacher: read, never trained
+    model = load_trainable(student_dir / "model")  # calibration statistics accumulate where its activations are
     train = load_split(data_dir, "train")
     inputs = configured_inputs(prune.calibration, train, tokenizer, seed)
     # per-step AUCs are a diagnostic read while tuning the schedule: on val, so test stays
@@ -117,7 +119,7 @@ def prune_student(
     for i, step in enumerate(steps):
         step_dir = work_dir / f"step-{i}"
         if (step_dir / "report.json").is_file():
-            model = load_model(step_dir / "final")
+            model = load_trainable(step_dir / "final")
             reports.append({**json.loads((step_dir / "report.json").read_text()), "reused": True})
             continue
         started = time.perf_counter()

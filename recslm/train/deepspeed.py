@@ -30,7 +30,7 @@ from recslm.config import DeepSpeedConfig, TrainConfig
 from recslm.errors import ConfigError
 from recslm.models.factory import save_model
 
-__all__ = ["deepspeed_config", "full_state_dict", "require_deepspeed", "save_trained_model"]
+__all__ = ["deepspeed_config", "full_state_dict", "load_trained_model", "require_deepspeed", "save_trained_model"]
 
 _FIELD = "distill.deepspeed"
 
@@ -171,3 +171,19 @@ def save_trained_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
             tokenizer.save_pretrained(str(folder))
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
+
+
+def load_trained_model(folder: Path, trust_remote_code: bool = False) -> PreTrainedModel:
+    """A plain model (full tensors, no ZeRO hooks) from what :func:`save_trained_model` wrote.
+
+    While the ZeRO-3 config of a finished Trainer is still registered with transformers,
+    ``from_pretrained`` builds the model partitioned (``zero.Init``): each rank would get
+    shards, and scoring or saving it would fail or write empty tensors. Training is over, so
+    the registration is dropped first (a new Trainer registers its own).
+    """
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    from recslm.models.factory import load_model
+
+    unset_hf_deepspeed_config()
+    return load_model(folder, trust_remote_code)

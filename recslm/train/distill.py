@@ -38,6 +38,7 @@ from recslm.jsonfile import write_json
 from recslm.models.prefix import Group, shared_forward
 from recslm.models.placement import follow, to_device
 from recslm.models.vocabulary import check_vocabulary, tokenizer_logits
+from recslm.train.deepspeed import load_trained_model
 from recslm.train.losses import distill_loss, distill_loss_topk, token_divergence, topk_divergence
 from recslm.train.runner import ListDataset, LogFn, ResumingTrainer, StepFn, TrainReport, Validation, callbacks, collate_list, fit, phase_log, training_arguments
 from recslm.train.sft import answer_targets
@@ -242,7 +243,7 @@ def distill_student(
         # model whatever DeepSpeed did to the one in memory.
         trainer.save_model(str(final))
         trainer.accelerator.wait_for_everyone()
-        student = AutoModelForCausalLM.from_pretrained(final)
+        student = load_trained_model(final)  # plain, also after ZeRO-3
         out = PhaseReport(i, phase.loss, report.steps, report.train_loss, round(report.wall_s, 2), report.resumed_from, round(report.examples_per_s, 2),
                           best_step=report.best_step, best_val=report.best_metric, stopped_early=report.stopped_early)  # fmt: skip
         if trainer.is_world_process_zero():

@@ -29,6 +29,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from recslm.config import FoundationConfig
 from recslm.data.records import RankingRecord, answer_text
 from recslm.jsonfile import write_json
+from recslm.distributed import is_main_process
+from recslm.train.deepspeed import save_trained_model
 from recslm.train.runner import ListDataset, LogFn, ResumingTrainer, StepFn, TrainReport, callbacks, fit, training_arguments
 
 
@@ -67,12 +69,15 @@ def pretrain(
     seed: int,
     on_log: LogFn | None = None,
     on_step: StepFn | None = None,
+    deepspeed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Pre-train ``model`` in place on the groups of ``records``; return the phase's metrics.
 
     A killed run resumes from its last checkpoint; a finished phase (``final/`` and
     ``report.json`` written) is not run again when the stage is retried later, in the
-    answer-token phase: its weights are loaded back strictly.
+    answer-token phase: its weights are loaded back strictly. Under DeepSpeed (every rank calls
+    this) the weights are written by rank 0 from the gathered model, and the caller reloads
+    them from ``output_dir/final`` (:func:`final_dir`): ZeRO-3 leaves only shards in ``model``.
     """
     done = output_dir / "report.json"
     if done.is_file():
@@ -90,7 +95,7 @@ def pretrain(
     output_dir.mkdir(parents=True, exist_ok=True)
     trainer = ResumingTrainer(  # the model's own causal-LM loss (plus the router's auxiliary loss for an MoE)
         model=model,
-        args=training_arguments(cfg.train.model_copy(update={"eval_steps": 0, "early_stopping_patience": 0}), output_dir, n_items=len(blocks), seed=seed),
+        args=training_arguments(cfg.train.model_copy(update={"eval_steps": 0, "early_stopping_patience": 0}), output_dir, n_items=len(blocks), seed=seed, deepspeed=deepspeed),
         train_dataset=ListDataset(blocks),
         data_collator=collate_blocks,
         processing_class=tokenizer,
@@ -101,7 +106,7 @@ def pretrain(
     finally:
         if moe:
             model.config.output_router_logits = False  # scoring and fine-tuning need no router logits
-    model.save_pretrained(output_dir / "final")
+    save_trained_model(model, tokenizer, final_dir(output_dir))  # every rank (a collective under ZeRO-3); rank 0 writes
     metrics = {
         "foundation_steps": report.steps,
         "foundation_loss": report.train_loss,
@@ -110,5 +115,11 @@ def pretrain(
         "foundation_wall_s": round(report.wall_s, 2),
         "foundation_resumed_from": report.resumed_from,
     }
-    write_json(done, metrics, indent=None)
+    if is_main_process():
+        write_json(done, metrics, indent=None)
     return metrics
+
+
+def final_dir(output_dir: Path) -> Path:
+    """Where :func:`pretrain` leaves the pre-trained weights."""
+    return output_dir / "final"

@@ -59,6 +59,7 @@ from recslm.config import DistillPhase, SamplingConfig, TrainConfig
 from recslm.data.reviews import GenerationRecord
 from recslm.data.tokenizer import encode_candidate, encode_prefix
 from recslm.errors import CheckpointError, ConfigError, DataError, TokenizerError
+from recslm.models.vocabulary import check_vocabulary, tokenizer_logits
 from recslm.train.losses import CHUNK_ELEMENTS, distill_loss
 from recslm.train.runner import ListDataset, LogFn, ResumingTrainer, StepFn, TrainReport, callbacks, collate_list, fit, phase_log, training_arguments
 
@@ -189,6 +190,7 @@ class LossSettings:
     ce_weight: float = 0.0
     beta: float = 0.5
     temperature: float = 1.0
+    vocab_size: int | None = None  # the tokenizer's: divergences compare these logits only (padded heads may differ beyond)
 
 
 def generative_loss(
@@ -224,8 +226,8 @@ def generative_loss(
         with torch.no_grad():
             teacher_hidden = decoder_hidden(teacher, packed)
         kd = distill_loss(
-            hidden, teacher_hidden, head, teacher.get_output_embeddings(), packed.predict,
-            kind=settings.kind, beta=settings.beta, temperature=settings.temperature,
+            hidden, teacher_hidden, tokenizer_logits(head, settings.vocab_size), tokenizer_logits(teacher.get_output_embeddings(), settings.vocab_size),
+            packed.predict, kind=settings.kind, beta=settings.beta, temperature=settings.temperature,
         )  # fmt: skip
         loss = loss + settings.kd_weight * kd
         parts["kd"] = float(kd.detach())
@@ -295,8 +297,8 @@ def teacher_divergence(
             packed = pack(batch, pad, student.device)
             n = int(packed.predict.sum())
             kd = distill_loss(
-                decoder_hidden(student, packed), decoder_hidden(teacher, packed), student.get_output_embeddings(),
-                teacher.get_output_embeddings(), packed.predict, kind=kind, beta=beta, temperature=temperature,
+                decoder_hidden(student, packed), decoder_hidden(teacher, packed), tokenizer_logits(student.get_output_embeddings(), len(tokenizer)),
+                tokenizer_logits(teacher.get_output_embeddings(), len(tokenizer)), packed.predict, kind=kind, beta=beta, temperature=temperature,
             )  # fmt: skip
             total += float(kd) * n
             count += n
@@ -428,18 +430,6 @@ class GenerativeTrainer(ResumingTrainer):
 # --------------------------------------------------------------------------- runs and phases
 
 
-def _check_pair(student: PreTrainedModel, teacher: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Same vocabulary on both LM heads and in the tokenizer: a KL between different vocabularies is meaningless."""
-    size = student.get_output_embeddings().weight.shape[0]
-    if len(tokenizer) > size:
-        raise TokenizerError(f"tokenizer has {len(tokenizer)} tokens but the student's LM head only {size}")
-    if teacher is not None and teacher.get_output_embeddings().weight.shape[0] != size:
-        raise TokenizerError(
-            f"teacher LM head has {teacher.get_output_embeddings().weight.shape[0]} rows, the student's {size}: "
-            "teacher and student must share the tokenizer"
-        )
-
-
 def _run(
     model: PreTrainedModel,
     teacher: PreTrainedModel | None,
@@ -494,7 +484,7 @@ def train_response_model(
     """
     if not records:
         raise DataError("train_response_model: no training records")
-    _check_pair(model, None, tokenizer)
+    check_vocabulary(model, None, tokenizer)
     report, _ = _run(
         model, None, tokenizer, encode_records(tokenizer, records), cfg, Path(output_dir),
         settings=LossSettings(kind="sft"), sampling=Sampling(), seed=seed, on_log=on_log, on_step=on_step, deepspeed=deepspeed,
@@ -622,7 +612,7 @@ def distill_generative_phases(
     check_phases(phases, teacher)
     if not records:
         raise DataError("distill_generative_phases: no training records")
-    _check_pair(student, teacher, tokenizer)
+    check_vocabulary(student, teacher, tokenizer)
     sampling = sampling or SamplingConfig()
     examples = encode_records(tokenizer, records)
     reports = []
@@ -632,7 +622,7 @@ def distill_generative_phases(
         if finished is not None and load_checkpoint_weights(student, finished[0]):
             reports.append(_reloaded_report(i, phase, folder, *finished))
             continue
-        settings = LossSettings(kind=phase.loss, kd_weight=kd_weight, ce_weight=ce_weight, beta=beta, temperature=temperature)
+        settings = LossSettings(kind=phase.loss, kd_weight=kd_weight, ce_weight=ce_weight, beta=beta, temperature=temperature, vocab_size=len(tokenizer))
         plan = Sampling(phase.on_policy_fraction, sampling.temperature, sampling.max_new_tokens, seed + i)
         report, stats = _run(
             student, teacher if phase.loss != "sft" else None, tokenizer, examples, phase.train, folder,

@@ -43,8 +43,9 @@ def make_teacher(
         metrics["loaded_from"] = str(cfg.path)
     else:
         model = build_model(cfg.arch, tokenizer, seed)
-    if cfg.path is None or cfg.fine_tune:
-        metrics.update(_train(model, tokenizer, cfg, data_dir, checkpoint_dir, seed=seed, on_log=on_log, on_step=on_step))
+    if cfg.trains():
+        model, trained = _train(model, tokenizer, cfg, data_dir, checkpoint_dir, seed=seed, on_log=on_log, on_step=on_step)
+        metrics.update(trained)
     val_records = load_split(data_dir, "val")
     val_groups = make_groups(val_records, tokenizer)[:VAL_LOSS_GROUPS]
     val = score_records(model, tokenizer, val_records, groups=val_groups)
@@ -56,19 +57,34 @@ def make_teacher(
 def _train(
     model: Any, tokenizer: Any, cfg: TeacherConfig, data_dir: Path, checkpoint_dir: Path, *, seed: int,
     on_log: LogFn | None, on_step: Callable[[int, int], None] | None,
-) -> dict[str, Any]:  # fmt: skip
+) -> tuple[Any, dict[str, Any]]:  # fmt: skip
     """The optional causal-LM pre-training, then answer-token training with validation: for a
-    teacher built from a spec, and for a loaded checkpoint being fine-tuned to the task."""
+    teacher built from a spec, and for a loaded checkpoint being fine-tuned to the task.
+
+    Returns the trained model: ``model`` itself, or under DeepSpeed (``teacher.deepspeed``,
+    required on several ranks) a plain model reloaded from what rank 0 saved, since ZeRO-3
+    leaves only this rank's shards in ``model``.
+    """
+    from recslm.train.deepspeed import deepspeed_config, load_trained_model, save_trained_model
+
+    deepspeed = deepspeed_config(cfg.deepspeed, cfg.train)
     metrics: dict[str, Any] = {}
     train_records = load_split(data_dir, "train")
     if cfg.foundation is not None:
-        from recslm.train.foundation import pretrain
+        from recslm.train.foundation import final_dir, pretrain
 
         foundation_log = None if on_log is None else (lambda step, values: on_log(step, {f"foundation_{k}": v for k, v in values.items()}))
-        metrics.update(pretrain(model, tokenizer, train_records, cfg.foundation, checkpoint_dir / "foundation", seed=seed, on_log=foundation_log, on_step=on_step))
+        folder = checkpoint_dir / "foundation"
+        metrics.update(pretrain(model, tokenizer, train_records, cfg.foundation, folder, seed=seed, on_log=foundation_log, on_step=on_step, deepspeed=deepspeed))
+        if deepspeed is not None:
+            model = load_trained_model(final_dir(folder), cfg.trust_remote_code)
     groups = make_groups(train_records, tokenizer)
     validation = Validation.for_training(data_dir, tokenizer, cfg.train, seed)
-    report = train_answer_model(model, tokenizer, groups, cfg.train, checkpoint_dir / "answer" if cfg.foundation else checkpoint_dir, seed=seed, on_log=on_log, on_step=on_step, validation=validation)
+    answer_dir = checkpoint_dir / "answer" if cfg.foundation else checkpoint_dir
+    report = train_answer_model(model, tokenizer, groups, cfg.train, answer_dir, seed=seed, on_log=on_log, on_step=on_step, validation=validation, deepspeed=deepspeed)
+    if deepspeed is not None:
+        save_trained_model(model, tokenizer, answer_dir / "trained")  # every rank: a collective under ZeRO-3; rank 0 writes
+        model = load_trained_model(answer_dir / "trained", cfg.trust_remote_code)
     metrics.update(
         best_step=report.best_step,
         best_val=report.best_metric,
@@ -82,4 +98,4 @@ def _train(
         resumed_from=report.resumed_from,
         val_history=report.val_history,
     )
-    return metrics
+    return model, metrics

@@ -127,6 +127,30 @@ def test_kd_loss_vanishes_for_a_copy_of_the_teacher(splits, tokenizer, teacher_r
         assert abs(same.item()) < 1e-5 and other.item() > 0.05, (kind, same.item(), other.item())
 
 
+def test_padded_output_layers_of_different_widths_are_compared_on_the_tokenizers_tokens(splits, tokenizer, teacher_run):
+    """Real checkpoints pad their heads past the tokenizer, each its own way: the KD loss and the
+    divergence read the first len(tokenizer) logits only, so padding changes nothing."""
+    examples = gen.encode_records(tokenizer, splits["train"][:6])
+    student = build_model(SPEC, tokenizer, seed=7)
+    padded_teacher, padded_student = copy.deepcopy(teacher_run.model), copy.deepcopy(student)
+    padded_teacher.resize_token_embeddings(len(tokenizer) + 24)
+    padded_student.resize_token_embeddings(len(tokenizer) + 8)
+    with torch.no_grad():  # padding rows that would dominate the softmax if they were read
+        padded_teacher.get_output_embeddings().weight[len(tokenizer):] = 5.0
+        padded_student.get_output_embeddings().weight[len(tokenizer):] = -5.0
+    settings = gen.LossSettings(kind="forward_kl", vocab_size=len(tokenizer))
+    plain, _ = gen.generative_loss(student, teacher_run.model, examples, settings, tokenizer.pad_token_id)
+    padded, _ = gen.generative_loss(padded_student, padded_teacher, examples, settings, tokenizer.pad_token_id)
+    assert padded.item() == pytest.approx(plain.item(), rel=1e-5)
+    assert gen.teacher_divergence(padded_student, padded_teacher, tokenizer, splits["val"][:8]) == pytest.approx(
+        gen.teacher_divergence(student, teacher_run.model, tokenizer, splits["val"][:8]), rel=1e-5
+    )
+    short = build_model(SPEC, tokenizer, seed=3)
+    short.resize_token_embeddings(len(tokenizer) - 1)
+    with pytest.raises(TokenizerError, match="cannot score every token"):
+        gen.distill_generative_phases(short, teacher_run.model, tokenizer, splits["train"], [DistillPhase(loss="forward_kl", train=quick(1))], output_dir=Path("/nonexistent"), seed=0)
+
+
 def test_forward_kl_training_moves_the_student_towards_the_teacher(splits, tokenizer, teacher_run, tmp_path):
     student = build_model(SPEC, tokenizer, seed=1)
     before = gen.teacher_divergence(student, teacher_run.model, tokenizer, splits["val"])

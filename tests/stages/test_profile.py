@@ -29,3 +29,21 @@ def test_recommendation_reads_the_longest_length():
     shares = {"128": {"attn": 0.1, "mlp": 0.9}, "1024": {"attn": 0.7, "mlp": 0.3}}
     assert recommend(shares, 0.25) == {"heads": True, "mlp": True}
     assert recommend(shares, 0.5) == {"heads": True, "mlp": False}
+
+
+def test_the_profile_stage_times_the_model_in_the_stages_dtype(tmp_path):
+    """What serving runs is the runtime's precision on its device: the profile loads the model
+    there (bf16 here), not as the fp32 CPU copy it was saved as."""
+    from recslm.config import ProfileConfig, RuntimeConfig
+    from recslm.models.factory import save_model
+    from recslm.prune.gradual import profile_student
+    from recslm.runtime import pinned_runtime
+
+    tokenizer = tiny_tokenizer()
+    save_model(tiny_model(tokenizer), tokenizer, tmp_path / "model")
+    cfg = ProfileConfig(context_lengths=[16], repeats=1)
+    with pinned_runtime(RuntimeConfig(dtype="bf16", device="cpu"), seed=0):
+        metrics = profile_student(tmp_path / "model", tmp_path / "out", cfg)
+    assert metrics["dtype"] == "bfloat16" and metrics["device"] == "cpu"
+    with pinned_runtime(RuntimeConfig(device="cpu"), seed=0):
+        assert profile_student(tmp_path / "model", tmp_path / "out32", cfg)["dtype"] == "float32"

@@ -47,3 +47,14 @@ def test_prefect_retries_transient_but_not_deterministic_errors(prefect_harness)
     with pytest.raises(ConfigError):
         pipeline("config")
     assert attempts["config"] == 1
+
+
+def test_a_collective_whose_peer_died_is_transient_and_other_runtime_errors_are_not():
+    import torch.distributed as dist
+
+    gloo = RuntimeError(
+        "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:49028: Connection reset by peer."
+    )  # what rank 0 of a 2-rank distill raised when rank 1 was SIGKILLed (measured)
+    assert is_transient(gloo)
+    assert is_transient(dist.DistNetworkError("connect() timed out"))
+    assert not is_transient(RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x8 and 16x8)"))
