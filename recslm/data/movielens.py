@@ -336,15 +336,36 @@ class ItemHistory:
         for movie, frame in ordered.groupby("movie_id", sort=False):
             self._times[int(movie)] = frame.timestamp.to_numpy()
             self._sums[int(movie)] = np.concatenate([[0], np.cumsum(frame.rating.to_numpy())])
+        # every item's ratings on one sorted axis (item slot, then time), so the counts of all
+        # items before a time are one vectorized search: what a rank among items needs
+        self._slots = {movie: slot for slot, movie in enumerate(self._times)}
+        span = int(ordered.timestamp.max()) + 2 if len(ordered) else 2
+        slot_of = ordered.movie_id.map(self._slots).to_numpy(dtype=np.int64)
+        self._span, self._axis = span, slot_of * span + ordered.timestamp.to_numpy(dtype=np.int64)
+        self._starts = np.searchsorted(self._axis, np.arange(len(self._slots), dtype=np.int64) * span, side="left")
+        self._counts_at: tuple[int, np.ndarray] | None = None
 
-    def before(self, movie: int, when: int, recent: bool = False) -> ItemStats:
-        """Count and mean of the ratings before ``when``; with ``recent``, also those of its last 30 days."""
+    def counts_before(self, when: int) -> np.ndarray:
+        """Every item's number of ratings strictly before ``when`` (in slot order); the last answer is kept."""
+        if self._counts_at is None or self._counts_at[0] != when:
+            query = np.arange(len(self._slots), dtype=np.int64) * self._span + min(max(int(when), 0), self._span - 1)
+            self._counts_at = (when, np.searchsorted(self._axis, query, side="left") - self._starts)
+        return self._counts_at[1]
+
+    def before(self, movie: int, when: int, recent: bool = False, rank: bool = False) -> ItemStats:
+        """Count and mean of the ratings before ``when``; with ``recent``, also those of its last 30
+        days; with ``rank``, the share of the items rated before ``when`` that were rated more often."""
         times = self._times.get(movie)
         if times is None:
-            return ItemStats(0, 0.0, 0 if recent else None)
+            return ItemStats(0, 0.0, 0 if recent else None, 1.0 if rank else None)
         n = int(np.searchsorted(times, when, side="left"))
         last_month = n - int(np.searchsorted(times, when - RECENT_S, side="left")) if recent else None
-        return ItemStats(n, float(self._sums[movie][n] / n) if n else 0.0, last_month)
+        share = None
+        if rank:
+            counts = self.counts_before(when)
+            rated = int((counts > 0).sum())
+            share = float((counts > n).sum() / rated) if rated else 1.0
+        return ItemStats(n, float(self._sums[movie][n] / n) if n else 0.0, last_month, share)
 
 
 @dataclass(frozen=True)
@@ -371,7 +392,8 @@ class _Builder:
         """Candidate text; with item stats it depends on the decision time, else it is cached per item."""
         if self.item_history is None:
             return self.candidates[movie]
-        return format_candidate(self.items[movie], self.item_history.before(movie, decided_at, recent=self.cfg.item_recent), self.cfg.stats_style)
+        stats = self.item_history.before(movie, decided_at, recent=self.cfg.item_recent, rank=self.cfg.stats_style == "rank")
+        return format_candidate(self.items[movie], stats, self.cfg.stats_style)
 
     def history(self, member: _Member, start: int) -> list[HistoryItem]:
         """The last ``history_len`` ratings before the snapshot, oldest first."""

@@ -60,9 +60,17 @@ class ItemStats:
     count: int
     mean: float
     recent: int | None = None
+    share_above: float | None = None  # of the items rated before the decision, the share rated more often (style rank)
 
 
 POPULARITY = ((200, "very popular"), (100, "popular"), (30, "known"), (5, "niche"), (0, "new"))
+TOP_PERCENT = (1, 2, 5, 10, 20, 35, 50, 75, 100)
+
+
+def top_percent(share_above: float) -> int:
+    """The smallest bucket of TOP_PERCENT the item is in: "top 5%" when under 5 % of items are
+    more popular. Relative to the catalogue at the time, so it does not drift as ratings pile up."""
+    return next(p for p in TOP_PERCENT if share_above < p / 100 or p == 100)
 RECENCY = ((20, "trending"), (5, "active"), (1, "slow"), (0, "quiet"))
 
 
@@ -74,7 +82,14 @@ def log2_scale(count: int, top: int = 10) -> int:
 def stats_text(stats: ItemStats, style: str = "words") -> str:
     """How the stats read. ``words``: coarse words and a half-star mean (a small model generalizes
     over these better than raw counts). ``scale``: finer, still one small token each: popularity
-    and recent ratings on a log2 scale, the mean to a tenth."""
+    and recent ratings on a log2 scale, the mean to a tenth. ``rank``: popularity as the item's
+    rank among the items rated so far ("top 5%"), which a count cannot saturate: the words'
+    top bucket holds more and more items as the years go by, a rank does not."""
+    if style == "rank" and stats.count:
+        if stats.share_above is None:
+            raise ValueError("stats_style rank needs ItemStats.share_above (ItemHistory.before(..., rank=True))")
+        text = f"top {top_percent(stats.share_above)}%, avg {round(stats.mean * 2) / 2:.1f}"
+        return text + (", " + next(name for floor, name in RECENCY if stats.recent >= floor) if stats.recent is not None else "")
     if style == "scale":
         text = f"pop {log2_scale(stats.count)}" + (f", avg {stats.mean:.1f}" if stats.count else "")
         return text + (f", recent {log2_scale(stats.recent)}" if stats.recent is not None else "")

@@ -8,7 +8,8 @@ It does the two things recslm's traffic needs, with SGLang's semantics:
   an attention mask that keeps items apart (see :meth:`Engine._items_logprobs`), so
   scores equal offline scores.
 - **generate** (``/generate``): greedy or sampled continuation of a prompt, reusing the
-  longest cached prefix, one token at a time.
+  longest cached prefix, one token at a time (:meth:`Engine.generate`, one request alone); the
+  server decodes concurrent requests together (``recslm.serve.decode``, continuous batching).
 
 Text is tokenized the way recslm tokenizes offline: a query with the tokenizer's special
 start, an item without (see :func:`recslm.data.tokenizer.encode_parts`); token ids are

@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recslm.serve.api import GenerateRequest, ScoreRequest, generate_response, score_response
+from recslm.serve.decode import ContinuousBatch, DecodeRequest
 from recslm.serve.engine import Engine, RequestError, ScoreJob
 from recslm.serve.limits import ServeLimits, over_limit
 
@@ -81,13 +82,19 @@ class BodyLimit:
 
 
 class Batcher:
-    """Collects requests that arrive together and runs them on the engine's single worker thread."""
+    """Collects requests that arrive together and runs them on the engine's single worker thread.
 
-    def __init__(self, engine: Engine, window_ms: float = 0.0):
+    ``/generate`` requests are continuously batched (``recslm.serve.decode``): they join the
+    running decode batch, which advances one token per loop turn, between which newly arrived
+    requests (and scoring) are served. With ``continuous=False`` each generation runs to its
+    end before the next starts (the baseline ``benchmarks/generate_batching.py`` measures)."""
+
+    def __init__(self, engine: Engine, window_ms: float = 0.0, continuous: bool = True):
         self.engine = engine
         self.window = window_ms / 1000
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self.lock = threading.Lock()  # the engine is used by one thread at a time
+        self.decoding = ContinuousBatch(engine) if continuous else None
         self.batches = 0
         self.batched_requests = 0
 
@@ -96,16 +103,25 @@ class Batcher:
         await self.queue.put(_Pending(kind, payload, future))
         return await future
 
+    @property
+    def decoding_active(self) -> bool:
+        return self.decoding is not None and self.decoding.active
+
     async def run(self) -> None:
         while True:
-            batch = [await self.queue.get()]
-            if self.window:
-                await asyncio.sleep(self.window)
+            batch: list[_Pending] = []
+            if not self.decoding_active:  # idle: wait for work (and the window's stragglers)
+                batch.append(await self.queue.get())
+                if self.window:
+                    await asyncio.sleep(self.window)
             while not self.queue.empty():
                 batch.append(self.queue.get_nowait())
-            self.batches += 1
-            self.batched_requests += len(batch)
-            await asyncio.to_thread(self._work, batch)
+            if batch:
+                self.batches += 1
+                self.batched_requests += len(batch)
+                await asyncio.to_thread(self._work, batch)
+            if self.decoding_active:
+                await asyncio.to_thread(self._step)
 
     def _work(self, batch: list[_Pending]) -> None:
         with self.lock:
@@ -113,10 +129,39 @@ class Batcher:
             if scores:
                 self._settle(scores, self.engine.score)
             for p in batch:
-                if p.kind == "generate":
+                if p.kind in ("generate", "generate_stream") and self.decoding is not None:
+                    self._join(p)
+                elif p.kind == "generate":
                     self._settle([p], lambda payloads: [self.engine.generate(**payloads[0])])
                 elif p.kind == "prompt_logprobs":
                     self._settle([p], lambda payloads: [self.engine.prompt_logprobs(**payloads[0])])
+
+    def _join(self, p: _Pending) -> None:
+        """Enter a generation into the decode batch. A plain one settles when it is done; a
+        streamed one (payload: the request and a queue for its tokens) settles once it is in."""
+        loop = p.future.get_loop()
+        streamed = p.kind == "generate_stream"
+        kwargs, sink = (p.payload["request"], p.payload["sink"]) if streamed else (p.payload, None)
+        try:
+            self.decoding.join(
+                DecodeRequest(**kwargs),
+                on_done=(lambda result: sink.put(None)) if streamed else (lambda result: loop.call_soon_threadsafe(_set_result, p.future, result)),
+                on_token=(lambda *event: sink.put(event)) if streamed else None,
+                on_error=(lambda exc: sink.put(exc)) if streamed else (lambda exc: loop.call_soon_threadsafe(_set_exception, p.future, exc)),
+            )
+        except Exception as exc:  # noqa: BLE001 - a request the model cannot take fails alone
+            loop.call_soon_threadsafe(_set_exception, p.future, exc)
+            return
+        if streamed:
+            loop.call_soon_threadsafe(_set_result, p.future, None)
+
+    def _step(self) -> None:
+        """One decode step of every active generation; a step that fails fails its requests only."""
+        with self.lock:
+            try:
+                self.decoding.step()
+            except Exception as exc:  # noqa: BLE001 - the server stays up; the batch's requests get the error
+                self.decoding.fail_all(exc)
 
     def _settle(self, pending: list[_Pending], compute: Callable[[list[Any]], list[Any]]) -> None:
         """Run ``compute`` over the batch's payloads; if it fails and the batch holds more than
@@ -146,15 +191,17 @@ def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
 
 def create_app(
     model_dir: Path, *, cache_tokens: int = 200_000, batch_window_ms: float = 0.0, threads: int | None = None, limits: ServeLimits | None = None,
+    continuous_batching: bool = True,
 ) -> FastAPI:  # fmt: skip
-    """The FastAPI app serving the model in ``model_dir`` (loaded once, at startup)."""
+    """The FastAPI app serving the model in ``model_dir`` (loaded once, at startup);
+    ``continuous_batching`` off runs generations one after the other (a baseline)."""
     state: dict[str, Any] = {}
     limits = limits or ServeLimits()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = await asyncio.to_thread(Engine, model_dir, cache_tokens=cache_tokens, threads=threads, limits=limits)
-        batcher = Batcher(engine, batch_window_ms)
+        batcher = Batcher(engine, batch_window_ms, continuous=continuous_batching)
         state.update(engine=engine, batcher=batcher, task=asyncio.create_task(batcher.run()), name=Path(model_dir).name)
         yield
         state["task"].cancel()
@@ -208,6 +255,8 @@ def create_app(
             "requests": engine.stats.requests, "prompt_tokens": engine.stats.prompt_tokens, "cached_tokens": engine.stats.cached_tokens,
             "cache_hit_rate": engine.stats.hit_rate, "cached_tokens_in_tree": engine.cache.tokens, "evicted_tokens": engine.cache.evicted,
             "batches": batcher.batches, "batched_requests": batcher.batched_requests,
+            "decode_steps": batcher.decoding.steps if batcher.decoding else 0,
+            "decode_rows_per_step": batcher.decoding.row_steps / batcher.decoding.steps if batcher.decoding and batcher.decoding.steps else 0.0,
         }  # fmt: skip
 
     @app.post("/v1/score")
@@ -260,9 +309,9 @@ def create_app(
         if body.stream:
             return StreamingResponse(_stream(state, runs[0], body, rid), media_type="text/event-stream")
         replies = []
-        for i, kwargs in enumerate(runs):
-            started = time.perf_counter()
-            result = await state["batcher"].submit("generate", kwargs)
+        started = time.perf_counter()  # a batch's prompts decode together (continuous batching)
+        results = await asyncio.gather(*(state["batcher"].submit("generate", kwargs) for kwargs in runs))
+        for i, (kwargs, result) in enumerate(zip(runs, results)):
             ids = kwargs["ids"]
             meta = _meta(rid if not body.batched else f"{rid}-{i}", len(ids), result.output_ids, result.cached_tokens, time.perf_counter() - started, sp.max_new_tokens)
             if body.return_logprob:
@@ -338,23 +387,29 @@ def _meta(rid: str, prompt_tokens: int, output_ids: list[int], cached: int, late
 async def _stream(state: dict[str, Any], kwargs: dict[str, Any], body: GenerateRequest, rid: str) -> AsyncIterator[bytes]:
     """Server-sent events as SGLang sends them: one ``data:`` line per new token (cumulative
     text and ids), then ``data: [DONE]``. The tokens are produced on the engine's worker
-    thread, under its lock, and handed over through a queue."""
+    thread (in the continuous decode batch, beside the other generations) and handed over
+    through a queue."""
     engine: Engine = state["engine"]
     batcher: Batcher = state["batcher"]
     tokens: queue.Queue = queue.Queue()
-
-    def produce() -> None:
-        try:
-            with batcher.lock:
-                for item in engine.generate_stream(**kwargs):
-                    tokens.put(item)
-        except Exception as exc:  # noqa: BLE001 - reported to the client as the last event
-            tokens.put(exc)
-        tokens.put(None)
-
-    worker = threading.Thread(target=produce, daemon=True)
     started = time.perf_counter()
-    worker.start()
+    if batcher.decoding is not None:
+        try:
+            await batcher.submit("generate_stream", {"request": kwargs, "sink": tokens})
+        except Exception as exc:  # noqa: BLE001 - refused at join: reported as the only event
+            tokens.put(exc)
+    else:
+
+        def produce() -> None:
+            try:
+                with batcher.lock:
+                    for item in engine.generate_stream(**kwargs):
+                        tokens.put(item)
+            except Exception as exc:  # noqa: BLE001 - reported to the client as the last event
+                tokens.put(exc)
+            tokens.put(None)
+
+        threading.Thread(target=produce, daemon=True).start()
     output: list[int] = []
     while True:
         item = await asyncio.to_thread(tokens.get)

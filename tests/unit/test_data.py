@@ -408,3 +408,30 @@ def test_prompt_options_render_decision_time_stats_and_the_history_mean(ml):
         assert r.candidate.endswith(f"recent {log2_scale(recent)}\nAnswer:"), r.candidate
         shown = [int(line.rsplit("| ", 1)[1]) for line in r.prefix.split(":\n", 3)[-1].splitlines()]
         assert f"History (avg {round(2 * sum(shown) / len(shown)) / 2:.1f}):" in r.prefix
+
+
+def test_popularity_rank_is_among_the_items_rated_before_the_decision_rebuilt_from_raw_ratings(ml):
+    """stats_style rank: "top N%" of the items rated before the group's decision time, checked
+    against a brute-force count over the raw ratings (nothing at or after the decision)."""
+    from recslm.data.prompts import ItemStats, stats_text, top_percent
+
+    assert [top_percent(s) for s in (0.0, 0.009, 0.01, 0.049, 0.2, 0.74, 0.99)] == [1, 1, 2, 5, 35, 75, 100]
+    assert stats_text(ItemStats(130, 3.74, 9, 0.03), "rank") == "top 5%, avg 3.5, active"
+    assert stats_text(ItemStats(0, 0.0, 0, 1.0), "rank") == "new"
+    cfg = CFG.model_copy(update={"item_recent": True, "stats_style": "rank", "max_eval_members": 10})
+    splits = build_ranking_splits(ml, cfg)
+    raw = ml.ratings
+    checked = 0
+    for r in splits["val"][:120] + splits["train"][:80]:
+        split = splits["val"] if r in splits["val"][:120] else splits["train"]
+        when = min(x.ts for x in split if (x.member_id, x.task, x.prefix) == (r.member_id, r.task, r.prefix))
+        counts = raw[raw.timestamp < when].groupby("movie_id").size()
+        mine = int(counts.get(int(r.item_id), 0))
+        shown = r.candidate.rsplit(" | ", 1)[1].split(",")[0]
+        if mine == 0:
+            assert shown.startswith("new"), r.candidate
+            continue
+        share = float((counts > mine).sum() / len(counts))
+        assert shown == f"top {top_percent(share)}%", (r.candidate, share)
+        checked += 1
+    assert checked > 100
