@@ -58,7 +58,7 @@ def process_group(timeout_min: float = 30.0) -> Iterator[Rank]:
 
     A no-op for a single process. The backend is NCCL when this rank has a GPU (each rank
     takes the GPU of its local rank) and gloo otherwise. A block that succeeded on every rank
-    calls :func:`leave_together` before it ends (a rank that leaves while gloo's threads still
+    calls :func:`barrier` before it ends (a rank that leaves while gloo's threads still
     talk to the others can abort in the C++ runtime); one that failed does not, since the
     others may never reach it: the launcher ends the remaining ranks (srun
     ``--kill-on-bad-exit``, torchrun), and a rank blocked in a collective with a dead peer
@@ -81,8 +81,9 @@ def process_group(timeout_min: float = 30.0) -> Iterator[Rank]:
         dist.destroy_process_group()
 
 
-def leave_together() -> None:
-    """Wait for every rank (the end of a successful multi-rank block); a no-op in one process."""
+def barrier() -> None:
+    """Wait for every rank (after rank 0 fetched a stage's inputs; at the end of a successful
+    multi-rank block); a no-op in one process."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

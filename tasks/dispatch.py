@@ -96,20 +96,20 @@ def execute_ranked_call(call_json: dict[str, Any]) -> dict[str, Any] | None:
     ``--kill-on-bad-exit``, torchrun) instead of leaving them blocked in a collective. An
     attempt whose rank 0 wrote no outcome is a lost job, which the orchestrator retries.
     """
-    from recslm.distributed import env_rank, leave_together, process_group
+    from recslm.distributed import barrier, env_rank, process_group
 
     if env_rank().main:
         with process_group():
             outcome = execute_call(call_json)
             if outcome.get("ref") is not None:
-                leave_together()
+                barrier()
             return outcome
     from tasks.stage import run_stage
 
     with process_group():
         call = StageCall.model_validate(call_json)
         run_stage(stage_named(call.stage), call.config, call.tracking, call.inputs, remote=False, **call.params)
-        leave_together()
+        barrier()
     return None
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from recslm.config import PipelineConfig
-from recslm.distributed import is_main_process
+from recslm.distributed import barrier, is_main_process
 from recslm.runtime import pinned_runtime
 from recslm.stages import Stage
 from recslm.stages.base import dump
@@ -111,7 +111,7 @@ def run_stage(
     tracker.log_params(run_id, key_params)
     staging = store.new_staging_dir(stage.name, key)
     context = StageRun(tracker, run_id, key, staging, store.work_dir(stage.name, key))
-    _ranks_ready()  # the other ranks wait for the inputs and checkpoints fetched above
+    barrier()  # the other ranks of a multi-rank stage wait for the inputs and checkpoints fetched above
     try:
         with syncing_work(store, stage.name, key, config.store.checkpoint_sync_s):
             with pinned_runtime(config.runtime, seed=int(key[:8], 16)) if stage.computes else contextlib.nullcontext():
@@ -130,21 +130,13 @@ def run_stage(
     return ref.model_copy(update={"tracking_run_id": run_id, "worker": worker})
 
 
-def _ranks_ready() -> None:
-    """Rank 0 has fetched the inputs and the checkpoints of an earlier attempt: the others go on."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def _run_follower(stage: Stage, config: PipelineConfig, store: Any, used: Mapping[str, ArtifactRef], key: str, params: Mapping[str, Any]) -> ArtifactRef:
     """A rank other than 0: the same body on the same inputs and checkpoint folder (the Trainer
     and DeepSpeed split the batches and keep the ranks in step), into a private folder that is
     thrown away; no tracking run, no publish. Its reference names no artifact: rank 0's is the result."""
     import tempfile
 
-    _ranks_ready()  # after rank 0 fetched inputs and checkpoints into the shared folders
+    barrier()  # after rank 0 fetched inputs and checkpoints into the shared folders
     used = {role: store.materialize(ref) for role, ref in used.items()}
     with tempfile.TemporaryDirectory(prefix=f"recslm-{stage.name}-rank-") as scratch:
         context = StageRun(Tracker(TrackingHandle(enabled=False)), None, key, Path(scratch), store.work_dir(stage.name, key))

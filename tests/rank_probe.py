@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from recslm.distributed import leave_together, process_group
+from recslm.distributed import barrier, process_group
 
 
 def allreduce(payload: dict[str, Any]) -> dict[str, Any]:
@@ -18,7 +18,7 @@ def allreduce(payload: dict[str, Any]) -> dict[str, Any]:
         total = torch.tensor([payload["value"] * (rank.rank + 1)], dtype=torch.float64)
         dist.all_reduce(total)
         backend = dist.get_backend()
-        leave_together()
+        barrier()
     return {"sum": float(total.item()), "world_size": rank.world_size, "backend": backend, "rank": rank.rank}
 
 
@@ -28,5 +28,5 @@ def lose_rank(payload: dict[str, Any]) -> dict[str, Any]:
         if rank.rank == 1:
             os.kill(os.getpid(), signal.SIGKILL)
         dist.barrier()
-        leave_together()
+        barrier()
     return {"rank": rank.rank}
