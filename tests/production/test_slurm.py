@@ -70,18 +70,27 @@ def _ended(job_id: str, timeout_s: float = 60) -> dict[str, str]:
     return job
 
 
-def _sigkill_job(job_id: str) -> None:
-    """SIGKILL the job's Python worker, as the OOM killer or a dying node would.
+def _sigkill_job(job_id: str, rank: int | None = None) -> None:
+    """SIGKILL the job's Python workers (only the one of ``rank``, given one), as the OOM killer
+    or a dying node would.
 
     (``scancel --signal=KILL`` is a cancellation to Slurm: SIGTERM first, which the job may
     outlive; this kills the process outright.)
     """
     listed = subprocess.run(["scontrol", "listpids", job_id], capture_output=True, text=True, check=True).stdout.split("\n")[1:]
     pids = [int(line.split()[0]) for line in listed if line.strip() and line.split()[0].isdigit()]
-    workers = [pid for pid in pids if b"submitit.core._submit" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-    assert workers, f"no worker process in job {job_id}: {listed}"
+    workers = [pid for pid in pids if b"submitit.core._submit" in Path(f"/proc/{pid}/cmdline").read_bytes() and (rank is None or _rank_of(pid) == rank)]
+    assert workers, f"no worker process (rank {rank}) in job {job_id}: {listed}"
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
+
+
+def _rank_of(pid: int) -> int | None:
+    """SLURM_PROCID of a job's process (its rank), from its environment."""
+    for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        if item.startswith(b"SLURM_PROCID="):
+            return int(item.split(b"=", 1)[1])
+    return None
 
 
 def _raise_value_error(message: str) -> None:
@@ -180,57 +189,38 @@ def _pipeline_config(root: Path, backend: str, distill_ranks: int = 1) -> Pipeli
     return PipelineConfig.model_validate(raw)
 
 
-def _rank_of(pid: int) -> int | None:
-    """SLURM_PROCID of a job's process (its rank), from its environment."""
-    for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-        if item.startswith(b"SLURM_PROCID="):
-            return int(item.split(b"=", 1)[1])
-    return None
-
-
-def _kill_a_rank_after_first_checkpoint(store: Path, rank: int, killed: list[str], stop: threading.Event) -> None:
-    """SIGKILL one rank of the multi-rank distill job once it has saved a checkpoint."""
+def _kill_distill_after_first_checkpoint(store: Path, killed: list[str], stop: threading.Event, rank: int | None = None) -> None:
+    """SIGKILL the distill job (one of its ranks, given ``rank``) once it has saved a checkpoint and trains on."""
     while not stop.is_set():
         if list(store.glob("_work/distill/*/checkpoints/*/checkpoint-*/trainer_state.json")):
             jobs = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True).stdout.split("\n")
             running = [line.split()[0] for line in jobs if " recslm-distill-" in line]
             if running:
-                listed = subprocess.run(["scontrol", "listpids", running[0]], capture_output=True, text=True).stdout.split("\n")[1:]
-                pids = [int(line.split()[0]) for line in listed if line.strip() and line.split()[0].isdigit()]
-                workers = [pid for pid in pids if b"submitit.core._submit" in Path(f"/proc/{pid}/cmdline").read_bytes() and _rank_of(pid) == rank]
-                if workers:
-                    os.kill(workers[0], signal.SIGKILL)
-                    killed.append(running[0])
-                    return
-        time.sleep(0.1)
-
-
-def _kill_distill_after_first_checkpoint(store: Path, killed: list[str], stop: threading.Event) -> None:
-    """SIGKILL the distill job once it has saved a checkpoint and is training on."""
-    while not stop.is_set():
-        if list(store.glob("_work/distill/*/checkpoints/*/checkpoint-*/trainer_state.json")):
-            jobs = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True).stdout.split("\n")
-            running = [line.split()[0] for line in jobs if " recslm-distill-" in line]
-            if running:
-                _sigkill_job(running[0])
+                _sigkill_job(running[0], rank)
                 killed.append(running[0])
                 return
         time.sleep(0.1)
+
+
+def _run_killing_distill(cfg: PipelineConfig, run_id: str, rank: int | None = None):
+    """The flow on ``cfg``, its distill job (or one rank of it) SIGKILLed mid-training; the summary and the killed job ids."""
+    from flows.compress import compress
+
+    killed: list[str] = []
+    stop = threading.Event()
+    threading.Thread(target=_kill_distill_after_first_checkpoint, args=(Path(cfg.store_uri()), killed, stop, rank), daemon=True).start()
+    try:
+        summary = compress(cfg, run_id=run_id)
+    finally:
+        stop.set()
+    return summary, killed
 
 
 @pytest.mark.timeout(1200)
 def test_heavy_stages_run_as_slurm_jobs_and_a_killed_distill_resumes(slurm_cluster, prefect_harness, repo_root, tmp_path):
     from flows.compress import compress
 
-    cfg = _pipeline_config(tmp_path / "slurm-run", "slurm")
-    killed: list[str] = []
-    stop = threading.Event()
-    killer = threading.Thread(target=_kill_distill_after_first_checkpoint, args=(Path(cfg.store_uri()), killed, stop), daemon=True)
-    killer.start()
-    try:
-        summary = compress(cfg, run_id="on-slurm")
-    finally:
-        stop.set()
+    summary, killed = _run_killing_distill(_pipeline_config(tmp_path / "slurm-run", "slurm"), "on-slurm")
     assert killed, "the distill job was never caught mid-training"
 
     job_ids = []
@@ -270,15 +260,7 @@ def test_heavy_stages_run_as_slurm_jobs_and_a_killed_distill_resumes(slurm_clust
     # The distill stage again, on 2 ranks of one Slurm job (gloo, ZeRO-2), on the same store:
     # data, teacher and its top-k come from the store. Rank 1 is SIGKILLed mid-training: srun
     # ends rank 0 with it, the job is lost (transient), and the retry resumes from the checkpoint.
-    ranked_cfg = _pipeline_config(tmp_path / "slurm-run", "slurm", distill_ranks=2)
-    lost: list[str] = []
-    stop = threading.Event()
-    killer = threading.Thread(target=_kill_a_rank_after_first_checkpoint, args=(Path(ranked_cfg.store_uri()), 1, lost, stop), daemon=True)
-    killer.start()
-    try:
-        ranked = compress(ranked_cfg, run_id="on-slurm-2-ranks")
-    finally:
-        stop.set()
+    ranked, lost = _run_killing_distill(_pipeline_config(tmp_path / "slurm-run", "slurm", distill_ranks=2), "on-slurm-2-ranks", rank=1)
     assert lost, "rank 1 of the distill job was never caught mid-training"
     for name in ("data", "teacher", "teacher_logits"):
         assert ranked.stages[name].cached and ranked.stages[name].key == summary.stages[name].key, name
