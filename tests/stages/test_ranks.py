@@ -99,6 +99,7 @@ def test_the_teacher_trains_on_two_torchrun_ranks_under_zero3_and_only_rank_0_pu
         "train": {"max_steps": 4, "groups_per_batch": 2, "save_steps": 1000, "eval_steps": 0, "warmup_ratio": 0.0},
         "deepspeed": {"enabled": True, "zero_stage": 3},
     }
+    raw["data"].update(max_train_groups=64, max_eval_members=5)  # what is tested is where the weights go, not what they learn
     raw["execution"] = {"backend": "kubernetes", "kubernetes": {"ranks": 2}, "multi_rank_stages": ["teacher"]}
     raw["tracking"] = {"enabled": False}
     raw["registry"] = {"enabled": False}
