@@ -30,7 +30,7 @@ def is_lost_peer(exc: BaseException) -> bool:
     """A collective failed because another rank is gone: the attempt, not the stage, failed."""
     import torch.distributed as dist
 
-    if isinstance(exc, (getattr(dist, "DistNetworkError", ()), getattr(dist, "DistStoreError", ()))):
+    if isinstance(exc, (dist.DistNetworkError, dist.DistStoreError)):
         return True
     return isinstance(exc, RuntimeError) and any(marker in str(exc) for marker in _LOST_PEER_MARKERS)
 

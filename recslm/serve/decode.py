@@ -30,7 +30,7 @@ import torch
 from transformers import DynamicCache
 
 from recslm.models.compat import with_cache
-from recslm.serve.engine import Engine, GenerateResult, _sample
+from recslm.serve.engine import Engine, GenerateResult, sample_token
 from recslm.serve.radix import kv_length
 
 TokenFn = Callable[[int, float, list[float], int], None]
@@ -177,7 +177,7 @@ class ContinuousBatch:
         logprobs = torch.log_softmax(engine.head(out.last_hidden_state[:, -1]).float(), dim=-1)
         finished: list[int] = []
         for i, row in enumerate(self.rows):
-            token = _sample(logprobs[i], row.request.temperature, row.request.top_p, row.generator)
+            token = sample_token(logprobs[i], row.request.temperature, row.request.top_p, row.generator)
             chosen = [float(logprobs[i, t]) for t in row.request.token_ids_logprob or []]
             result = row.result
             if not result.output_ids:

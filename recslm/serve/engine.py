@@ -290,7 +290,7 @@ class Engine:
         for _ in range(max_new_tokens):
             out = self.decoder(input_ids=torch.tensor([[token]]), position_ids=torch.tensor([[position]]), use_cache=True, **with_cache(self.decoder, cache))
             logprobs = torch.log_softmax(self.head(out.last_hidden_state[:, -1]).float(), dim=-1)[0]
-            token = _sample(logprobs, temperature, top_p, generator)
+            token = sample_token(logprobs, temperature, top_p, generator)
             yield token, float(logprobs[token]), [float(logprobs[t]) for t in token_ids_logprob or []], hit
             if token in stop_token_ids:
                 return
@@ -324,7 +324,9 @@ def _pack(items: list[list[int]], row_tokens: int) -> list[list[list[int]]]:
     return rows
 
 
-def _sample(logprobs: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
+def sample_token(logprobs: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
+    """The next token from one row's log-probabilities: greedy below GREEDY_BELOW, else sampled
+    at ``temperature`` within the ``top_p`` nucleus (shared by one request alone and the decode batch)."""
     if temperature < GREEDY_BELOW:
         return int(torch.argmax(logprobs))
     probs = torch.softmax(logprobs / temperature, dim=-1)
