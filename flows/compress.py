@@ -169,17 +169,18 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
             selected = with_retries(select_task, config)(config, tracker.handle, teacher_eval, student_evals)
             stages["select"] = selected
             selection = Selection.model_validate(selected.metrics)
-            figure = _delta_figure(config, models, run_dir)
-            tracker.log_artifact(parent, str(figure))
+            if config.task == "ranking":
+                figure = _delta_figure(config, models, run_dir)
+                tracker.log_artifact(parent, str(figure))
             if selection.winner is not None:
                 final = trained[(selection.winner, "student")][0]
                 final_record = next(m for m in models if m.name == selection.winner)
                 if config.prune.enabled:
-                    pruned_stages, final, final_record = prune_winner(config, tracker, data, final, final_record, teacher_auc)
+                    pruned_stages, final, final_record = prune_winner(config, tracker, data, final, final_record, teacher_auc, teacher)
                     stages.update(pruned_stages)
                     models.append(final_record)
                 if config.quantize.enabled:
-                    quantized_stages, variants = quantize_final(config, tracker, data, final, final_record, teacher_auc, run_dir)
+                    quantized_stages, variants = quantize_final(config, tracker, data, final, final_record, teacher_auc, run_dir, teacher)
                     stages.update(quantized_stages)
                     models += variants
                 release = final_record.name if config.serve.model == "final" else f"{final_record.name}-{config.serve.model}"
@@ -194,8 +195,7 @@ def compress(config: PipelineConfig, run_id: str | None = None) -> RunSummary:
             registration = with_retries(register_task, config)(config, tracker.handle, summary, release, _bench_ttft_p99(stages))
             summary = summary.model_copy(update={"registry": registration.model_dump(mode="json")})
         path = write_summary(summary, run_dir)
-        tracker.log_metrics(parent, {m.name: {"auc": m.auc, "auc_mean": m.auc_mean, "auc_delta_pct": m.auc_delta_pct, "val_auc": m.val_auc,
-                                              "val_auc_mean": m.val_auc_mean} for m in models})  # fmt: skip
+        tracker.log_metrics(parent, {m.name: quality_metrics(m) for m in models})
         tracker.log_metrics(parent, {"wall_s": summary.wall_s})
         tracker.log_artifact(parent, str(path))
         publish_results(summary, config, tracker)
@@ -248,12 +248,17 @@ def _train_wave(
         for (spec, role), future in zip(wave, futures):
             model = future.result()
             name = spec.model_name(role)
-            evaluation = evaluate(config, tracker.handle, model, data, name)
+            evaluation = evaluate(config, tracker.handle, model, data, name, None, _teacher_for_evaluation(config, teacher))
             trained[(name, role)] = (model, evaluation)
             models.append(model_record(name, role, evaluation.metrics, model.key, teacher_auc))
             stages[f"distill.{name}"] = model
             stages[f"evaluate.{name}"] = evaluation
             _log_student(tracker, model, evaluation, models[-1])
+
+
+def _teacher_for_evaluation(config: PipelineConfig, teacher: ArtifactRef | None) -> ArtifactRef | None:
+    """A generative model's evaluation reads the teacher (its KL to it); a ranker's does not (so its key has no teacher)."""
+    return teacher if config.task == "generative" else None
 
 
 def baseline_records(ref: ArtifactRef | None, teacher_auc: TeacherAUC) -> list[ModelRecord]:
@@ -267,15 +272,17 @@ def baseline_records(ref: ArtifactRef | None, teacher_auc: TeacherAUC) -> list[M
 
 
 def prune_winner(
-    config: PipelineConfig, tracker: Tracker, data: ArtifactRef, winner: ArtifactRef, winner_record: ModelRecord, teacher_auc: TeacherAUC
+    config: PipelineConfig, tracker: Tracker, data: ArtifactRef, winner: ArtifactRef, winner_record: ModelRecord, teacher_auc: TeacherAUC,
+    teacher: ArtifactRef | None = None,
 ) -> tuple[dict[str, ArtifactRef], ArtifactRef, ModelRecord]:
     """Profile the selected student, prune it on the configured schedule, evaluate the result;
-    return the stages it ran (by summary name), the pruned model and its record."""
+    return the stages it ran (by summary name), the pruned model and its record. ``teacher``
+    joins the evaluation of a generative model (its KL to the teacher)."""
     name = winner_record.name
     profile = with_retries(profile_task, config)(config, tracker.handle, winner, name)
     pruned = with_retries(prune_task, config)(config, tracker.handle, data, winner, profile, name)
     pruned_name = f"{name}-pruned"
-    evaluation = with_retries(evaluate_task, config)(config, tracker.handle, pruned, data, pruned_name)
+    evaluation = with_retries(evaluate_task, config)(config, tracker.handle, pruned, data, pruned_name, None, _teacher_for_evaluation(config, teacher))
     record = derived_record(pruned_name, "pruned", evaluation.metrics, pruned.key, teacher_auc, winner_record)
     _log_student(tracker, pruned, evaluation, record)
     return {"profile": profile, "prune": pruned, f"evaluate.{pruned_name}": evaluation}, pruned, record
@@ -283,6 +290,7 @@ def prune_winner(
 
 def quantize_final(
     config: PipelineConfig, tracker: Tracker, data: ArtifactRef, base: ArtifactRef, base_record: ModelRecord, teacher_auc: TeacherAUC, run_dir: Path,
+    teacher: ArtifactRef | None = None,
 ) -> tuple[dict[str, ArtifactRef], list[ModelRecord]]:  # fmt: skip
     """Quantize the final student with every configured scheme, evaluate each variant, and log
     the scheme × metric table (``quantization.md``) to the run and to MLflow; return the stages
@@ -295,7 +303,7 @@ def quantize_final(
     for scheme in config.quantize.schemes:
         name = f"{base_record.name}-{scheme}"
         quantized = quantize(config, tracker.handle, data, base, base_record.name, scheme)
-        evaluation = evaluate(config, tracker.handle, quantized, data, name)
+        evaluation = evaluate(config, tracker.handle, quantized, data, name, None, _teacher_for_evaluation(config, teacher))
         stages.update({f"quantize.{scheme}": quantized, f"evaluate.{name}": evaluation})
         record = derived_record(name, "quantized", evaluation.metrics, quantized.key, teacher_auc, base_record)
         _log_student(tracker, quantized, evaluation, record)
@@ -327,8 +335,16 @@ def _report_deploy(ref: ArtifactRef, name: str) -> None:
 
 def _log_student(tracker: Tracker, model: ArtifactRef, evaluation: ArtifactRef, record: ModelRecord) -> None:
     """Put each student's quality beside its loss curves: one MLflow run per student has both."""
-    tracker.log_metrics(model.tracking_run_id, {"auc": record.auc, "auc_mean": record.auc_mean, "auc_delta_pct": record.auc_delta_pct, "params": record.params,
-                                                "val_auc": record.val_auc, "val_auc_mean": record.val_auc_mean})  # fmt: skip
+    tracker.log_metrics(model.tracking_run_id, {**quality_metrics(record), "params": record.params})
+
+
+def quality_metrics(record: ModelRecord) -> dict[str, object]:
+    """What a model's quality is, as MLflow metrics: AUCs (ranking), or losses, the sentiment
+    task metric and the divergence to the teacher (generative)."""
+    if record.task == "generative":
+        return {"loss": record.loss, "val_loss": record.val_loss, "val_loss_increase_pct": record.val_loss_increase_pct, "sentiment": record.sentiment,
+                "val_sentiment": record.val_sentiment, "divergence": record.divergence, "val_divergence": record.val_divergence}  # fmt: skip
+    return {"auc": record.auc, "auc_mean": record.auc_mean, "auc_delta_pct": record.auc_delta_pct, "val_auc": record.val_auc, "val_auc_mean": record.val_auc_mean}
 
 
 def _delta_figure(config: PipelineConfig, models: list[ModelRecord], run_dir: Path) -> Path:

@@ -66,6 +66,42 @@ def print_summary(summary: dict) -> None:
     for name, rec in summary["stages"].items():
         stages.add_row(name, "yes" if rec["cached"] else "no", f"{rec['wall_s']:.1f}", rec["key"][:12])
     console.print(stages)
+    if any(m.get("task") == "generative" for m in summary["models"]):
+        print_generative_models(summary)
+    else:
+        print_ranking_models(summary)
+    if summary.get("winner"):
+        console.print(f"winner (on val): {summary['winner']}")
+    if summary.get("registry"):
+        reg = summary["registry"]
+        console.print(f"registry: {reg['candidate']} is {reg['model_name']} v{reg['candidate_version']}, {reg['promotion']['verdict']} ({reg['promotion']['reason']})", soft_wrap=True)
+    console.print(f"summary: {Path(summary['run_dir']) / 'summary.json'}", soft_wrap=True)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_generative_models(summary: dict) -> None:
+    """The generative task's models: response loss on test (reported) and val (decided on), the
+    val-loss increase vs the teacher, the sentiment task metric and the divergence to the teacher."""
+    models = Table(title="models: response loss on test (reported) and val (decided on); increase vs the teacher; sentiment agreement (balanced accuracy); KL to the teacher")
+    for col in ("model", "role", "params", "non-emb", "test loss", "val loss", "val increase %", "test sentiment", "val sentiment", "test KL"):
+        models.add_column(col, justify="right" if col not in ("model", "role") else "left", no_wrap=True)
+    for m in summary["models"]:
+        models.add_row(
+            m["name"], m["role"], f"{m['params']:,}", _fmt(m.get("params_non_embedding"), ","), _fmt(m.get("loss"), ".4f"), _fmt(m.get("val_loss"), ".4f"),
+            _fmt(m.get("val_loss_increase_pct"), "+.2f"), _fmt(m.get("sentiment"), ".3f"), _fmt(m.get("val_sentiment"), ".3f"), _fmt(m.get("divergence"), ".4f"),
+        )  # fmt: skip
+    print_table(models)
+    gate = summary.get("teacher_gate")
+    if gate:
+        console.print(f"teacher gate: {'passes' if gate['passed'] else 'FAILS'} (teacher val loss {_fmt(gate.get('teacher_val_loss'), '.4f')}; "
+                      f"best SFT {gate.get('best_sft') or '-'} {_fmt(gate.get('best_sft_val_loss'), '.4f')})", soft_wrap=True)  # fmt: skip
+
+
+def print_ranking_models(summary: dict) -> None:
+    """The ranking task's models: AUC per task on test and the val mean, deltas vs the teacher, and the teacher gate."""
     tasks = sorted({t for m in summary["models"] for t in m["auc"]})
     models = Table(title="models: AUC on test (reported) and val (decided on); delta vs the teacher; params total / non-embedding")
     for col in ("model", "role", "params", "non-emb", *[f"AUC {t}" for t in tasks], "AUC mean", "delta %", "val mean", "val delta %"):
@@ -86,12 +122,6 @@ def print_summary(summary: dict) -> None:
         for split, d in (gate.get("vs_best_baseline") or {}).items():
             console.print(f"  teacher - {gate['best_baseline']} on {split}: {d['difference']:+.4f}, 95% interval [{d['low']:+.4f}, {d['high']:+.4f}] "
                           f"(paired bootstrap over {int(d['members'])} members)", soft_wrap=True, highlight=False)  # fmt: skip
-    if summary.get("winner"):
-        console.print(f"winner (on val): {summary['winner']}")
-    if summary.get("registry"):
-        reg = summary["registry"]
-        console.print(f"registry: {reg['candidate']} is {reg['model_name']} v{reg['candidate_version']}, {reg['promotion']['verdict']} ({reg['promotion']['reason']})", soft_wrap=True)
-    console.print(f"summary: {Path(summary['run_dir']) / 'summary.json'}", soft_wrap=True)
 
 
 @app.command()
@@ -305,7 +335,11 @@ def teacher_export(
         if recorded is not None and recorded != cfg.config_hash():
             raise ConfigError(f"{summary_file}: written by another config (hash {recorded[:12]}, {config} is {cfg.config_hash()[:12]}); pass the config and --set overrides of that run")
         command = " ".join(["recslm run", str(config), *[f"--set {item}" for item in set_ or []], "--run-id", run_dir.name])
-        card = export_teacher(summary_file, cfg.data.model_dump(mode="json"), out, command, _git_commit())
+        from recslm.stages.base import without_later_defaults
+        from recslm.stages.data import GENERATIVE_FIELDS
+
+        data_section = without_later_defaults(cfg.data, GENERATIVE_FIELDS)  # as the data stage's key reads it
+        card = export_teacher(summary_file, data_section, out, command, _git_commit())
     except RecslmError as exc:
         raise fail(exc) from None
     console.print(f"{out}: teacher {card['params']:,} params, val mean AUC {card['teacher']['val_auc_mean']:.4f}, test {card['teacher']['auc_mean']:.4f}", highlight=False)

@@ -52,8 +52,9 @@ class RegistryConfig(StrictModel):
 
     enabled: bool = Field(True, description="Register the run's models in MLflow and apply the promotion policy (needs tracking.enabled).")
     model_name: str = Field("", description="Registered model name. Empty means run.name.")
-    objective: Literal["bytes", "params", "auc_mean", "ttft_p99_ms"] = Field(
-        "bytes", description="What a candidate must improve on the champion: size, parameters or p99 TTFT (lower, at equal quality) or mean AUC (higher)."
+    objective: Literal["bytes", "params", "auc_mean", "val_loss", "ttft_p99_ms"] = Field(
+        "bytes", description="What a candidate must improve on the champion: size, parameters or p99 TTFT (lower, at equal quality), "
+        "mean val AUC (higher; ranking) or val loss (lower; generative)."
     )
     quality_tolerance_pct: float = Field(0.2, ge=0, description="'Equal quality': mean AUC at most this many percent below the champion's.")
     min_gain_pct: float = Field(0.0, ge=0, description="The objective must improve on the champion's by more than this many percent.")
@@ -109,7 +110,11 @@ RankingTask = Literal["like", "love", "next"]
 
 
 class DataConfig(StrictModel):
-    source: Literal["movielens", "records"] = Field("movielens", description="MovieLens ratings turned into ranking tasks, or ready-made ranking records.")
+    source: Literal["movielens", "records", "reviews"] = Field(
+        "movielens",
+        description="MovieLens ratings turned into ranking tasks, ready-made ranking records, or the bundled clothing reviews "
+        "(reviews: the generative task, a prompt and the review to write; see PipelineConfig.task).",
+    )
     path: Path | None = Field(
         None,
         description="movielens: a folder with the parquet files or the original ml-100k layout (empty = bundled copy); "
@@ -138,6 +143,8 @@ class DataConfig(StrictModel):
     seed: Seed = Field(0, description="Seed for negative sampling and subsampling.")
     on_bad_rows: Literal["error", "skip"] = Field("error", description="records source: stop on malformed rows (listing their line numbers) or drop and count them.")
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    max_records: int | None = Field(None, ge=1, description="reviews: cap on records per split (a seeded sample of products and ratings).")
+    max_response_chars: int = Field(400, ge=20, description="reviews: responses longer than this are cut at the last space before it.")
 
     @model_validator(mode="after")
     def _ordered_split(self) -> DataConfig:
@@ -334,7 +341,11 @@ class SelectConfig(StrictModel):
         1.0, ge=-100, description="Largest allowed relative drop of mean val AUC vs the teacher, in percent (negative: the student must beat the teacher by that much)."
     )
     require_teacher_gate: bool = Field(
-        False, description="Stop before any KD student trains unless the teacher's mean val AUC beats the best non-LM baseline's and the best SFT student's."
+        False, description="Stop before any KD student trains unless the teacher's mean val AUC beats the best non-LM baseline's and the best SFT student's "
+        "(generative task: unless its val loss is below the best SFT student's)."
+    )
+    max_val_loss_increase_pct: float = Field(
+        10.0, ge=0, description="Generative task: largest allowed relative increase of val loss (response-token cross-entropy) vs the teacher, in percent."
     )
 
 
@@ -411,6 +422,8 @@ class EvaluateConfig(StrictModel):
     prefix_sharing: bool = Field(True, description="Compute each member's shared prefix once and reuse its KV cache for all candidates.")
     split: Literal["val", "test"] = Field("test", description="Split reported as the model's AUC (auc, auc_mean); every model is also scored on val (val_auc), which is what decisions use.")
     groups_per_batch: int = Field(16, ge=1, description="Member groups scored per forward pass (speed only, not the result).")
+    generate_records: int = Field(200, ge=1, description="Generative task: records of each scored split the model writes a response for (the task metric reads them).")
+    max_new_tokens: int = Field(64, ge=1, description="Generative task: longest response written for the task metric, in tokens (greedy).")
 
 
 class ServeConfig(StrictModel):
@@ -565,6 +578,38 @@ class PipelineConfig(StrictModel):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    @property
+    def task(self) -> Literal["ranking", "generative"]:
+        """What the models do: score a candidate with one answer token (ranking), or write a
+        response (generative: ``data.source: reviews``). Derived from the data, so a config
+        cannot pair reviews with a ranking pipeline."""
+        return "generative" if self.data.source == "reviews" else "ranking"
+
+    @model_validator(mode="after")
+    def _generative_checks(self) -> PipelineConfig:
+        """What the generative task does not do (yet): each refusal names the field to change."""
+        if self.task != "generative":
+            if self.registry.objective == "val_loss":
+                raise ValueError("registry.objective: val_loss is the generative task's (data.source: reviews); a ranking model is judged on auc_mean, bytes, params or ttft_p99_ms")
+            return self
+        refused = [
+            (self.teacher.foundation is not None, "teacher.foundation: the generative teacher trains on whole responses already (response SFT); remove it"),
+            (self.distill.teacher_logits != "online", "distill.teacher_logits: generative distillation needs the teacher's logits at every response position, "
+                                                      "including student-written ones (on-policy): use online"),  # fmt: skip
+            (self.teacher.path is not None and self.teacher.fine_tune, "teacher.fine_tune: not available for the generative task yet (a loaded teacher is used as it is)"),
+            (self.registry.objective == "auc_mean", "registry.objective: a generative model has no AUC; use val_loss (or bytes, params, ttft_p99_ms at equal val loss)"),
+        ]
+        trainings = [("teacher.train", self.teacher.train)] + [(f"distill.phases.{i}.train", p.train) for i, p in enumerate(self.distill.phases)]
+        if self.prune.redistill is not None:
+            trainings.append(("prune.redistill", self.prune.redistill))
+        refused += [(train.eval_steps > 0 and train.best_metric != "val_loss",
+                     f"{where}.best_metric: a generative model is validated on its response loss; set best_metric: val_loss (or eval_steps: 0)")
+                    for where, train in trainings]  # fmt: skip
+        problems = [message for bad, message in refused if bad]
+        if problems:
+            raise ValueError("data.source reviews (the generative task): " + "; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _cross_checks(self) -> PipelineConfig:

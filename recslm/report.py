@@ -41,7 +41,10 @@ def summary_markdown(summary: Mapping[str, Any], *, mlflow_url: str | None = Non
             f"**{promotion.get('verdict', '?')}** ({_cell(promotion.get('reason', ''))}){where}"
         )
     gate = summary.get("teacher_gate")
-    if gate:
+    if gate and gate.get("metric") == "val_loss":
+        lines.append(f"**Teacher gate:** {'passes' if gate.get('passed') else 'fails'} (teacher val loss {_num(gate.get('teacher_val_loss'), '.4f')}; "
+                     f"best SFT {gate.get('best_sft') or '-'} {_num(gate.get('best_sft_val_loss'), '.4f')})")  # fmt: skip
+    elif gate:
         lines.append(
             f"**Teacher gate:** {'passes' if gate.get('passed') else 'fails'} (teacher val {_num(gate.get('teacher_val_auc_mean'), '.4f')}; "
             f"best baseline {gate.get('best_baseline') or '-'} {_num(gate.get('best_baseline_val_auc_mean'), '.4f')})"
@@ -50,17 +53,41 @@ def summary_markdown(summary: Mapping[str, Any], *, mlflow_url: str | None = Non
         lines.append(f"**MLflow:** [parent run]({mlflow_url})")
     elif summary.get("mlflow_run_id"):
         lines.append(f"**MLflow run:** `{summary['mlflow_run_id']}`")
-    lines += ["", "## Models", "", "AUC mean on val (what selection decides on) and test (reported once); delta vs the teacher.", ""]
-    lines.append("| model | role | params | non-emb | bytes | val AUC | test AUC | test delta % | val delta % |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for m in summary["models"]:
-        name = f"**{m['name']}**" if m["name"] == winner else m["name"]
-        lines.append(
-            f"| {_cell(name)} | {m['role']} | {m['params']:,} | {_num(m.get('params_non_embedding'), ',')} | {m['bytes']:,} | "
-            f"{_num(m.get('val_auc_mean'), '.4f')} | {m['auc_mean']:.4f} | {m['auc_delta_pct']:+.2f} | {_num(m.get('val_auc_delta_pct'), '+.2f')} |"
-        )
+    if any(m.get("task") == "generative" for m in summary["models"]):
+        lines += generative_rows(summary["models"], winner)
+    else:
+        lines += ranking_rows(summary["models"], winner)
     lines += ["", "## Stages", "", "| stage | cached | wall s | key |", "|---|---|---:|---|"]
     for name, rec in summary["stages"].items():
         lines.append(f"| {_cell(name)} | {'yes' if rec['cached'] else 'no'} | {rec['wall_s']:.1f} | `{rec['key'][:12]}` |")
     lines += ["", f"{len(summary['stages'])} stages in {summary['wall_s']:.1f} s; summary: `{summary.get('run_dir', '')}/summary.json`"]
     return "\n".join(lines) + "\n"
+
+
+def generative_rows(models: Any, winner: str | None) -> list[str]:
+    """The generative task's models table: response loss (val decides), the sentiment task metric, KL to the teacher."""
+    lines = ["", "## Models", "", "Response loss on val (what selection decides on) and test (reported once); increase vs the teacher; "
+             "sentiment agreement with the rating (balanced accuracy); forward KL from the teacher per response token.", ""]  # fmt: skip
+    lines.append("| model | role | params | non-emb | val loss | test loss | val increase % | test sentiment | test KL |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for m in models:
+        name = f"**{m['name']}**" if m["name"] == winner else m["name"]
+        lines.append(
+            f"| {_cell(name)} | {m['role']} | {m['params']:,} | {_num(m.get('params_non_embedding'), ',')} | {_num(m.get('val_loss'), '.4f')} | "
+            f"{_num(m.get('loss'), '.4f')} | {_num(m.get('val_loss_increase_pct'), '+.2f')} | {_num(m.get('sentiment'), '.3f')} | {_num(m.get('divergence'), '.4f')} |"
+        )
+    return lines
+
+
+def ranking_rows(models: Any, winner: str | None) -> list[str]:
+    """The ranking task's models table: mean AUC on val (decides) and test, deltas vs the teacher."""
+    lines = ["", "## Models", "", "AUC mean on val (what selection decides on) and test (reported once); delta vs the teacher.", ""]
+    lines.append("| model | role | params | non-emb | bytes | val AUC | test AUC | test delta % | val delta % |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for m in models:
+        name = f"**{m['name']}**" if m["name"] == winner else m["name"]
+        lines.append(
+            f"| {_cell(name)} | {m['role']} | {m['params']:,} | {_num(m.get('params_non_embedding'), ',')} | {m['bytes']:,} | "
+            f"{_num(m.get('val_auc_mean'), '.4f')} | {m['auc_mean']:.4f} | {m['auc_delta_pct']:+.2f} | {_num(m.get('val_auc_delta_pct'), '+.2f')} |"
+        )
+    return lines

@@ -71,6 +71,9 @@ def lineage_tags(summary: RunSummary, model: ModelRecord, uri: str) -> dict[str,
     }  # fmt: skip
     if model.auc_delta_vs_parent_pct is not None:
         tags["auc_delta_vs_parent_pct"] = model.auc_delta_vs_parent_pct
+    if model.task == "generative":  # what the policy reads for a generative model (lower is better)
+        tags.update({"recslm.task": "generative", "val_loss": model.val_loss, "loss": model.loss, "val_loss_increase_pct": model.val_loss_increase_pct,
+                     "sentiment": model.sentiment, "val_sentiment": model.val_sentiment, "val_loss_increase_vs_parent_pct": model.val_loss_increase_vs_parent_pct})  # fmt: skip
     return {k: str(v) for k, v in tags.items() if v is not None}
 
 
@@ -80,6 +83,12 @@ def entry(version: Any) -> RegistryEntry:
     its test AUC, which stands in for it."""
     tags = version.tags
     ttft = tags.get("ttft_p99_ms")
+    if tags.get("recslm.task") == "generative":
+        return RegistryEntry(
+            version=str(version.version), name=tags.get("recslm.name", ""), auc_mean=float("nan"), auc_delta_pct=float("nan"), task="generative",
+            val_loss=float(tags["val_loss"]), val_loss_increase_pct=float(tags["val_loss_increase_pct"]),
+            params=int(tags["params"]), bytes=int(tags["bytes"]), ttft_p99_ms=float(ttft) if ttft else None,
+        )  # fmt: skip
     auc_mean, delta = tags.get("val_auc_mean") or tags["auc_mean"], tags.get("val_auc_delta_pct") or tags["auc_delta_pct"]
     return RegistryEntry(
         version=str(version.version), name=tags.get("recslm.name", ""), auc_mean=float(auc_mean), auc_delta_pct=float(delta),
@@ -161,6 +170,7 @@ def register_models(config: PipelineConfig, tracking: TrackingHandle, summary: R
             entry(mine), entry(current) if current is not None else None,
             max_auc_drop_pct=config.select.max_auc_drop_pct, objective=config.registry.objective,
             quality_tolerance_pct=config.registry.quality_tolerance_pct, min_gain_pct=config.registry.min_gain_pct,
+            max_val_loss_increase_pct=config.select.max_val_loss_increase_pct,
         )  # fmt: skip
         client.set_registered_model_alias(name, promotion.verdict, mine.version)
         challenger = _alias(client, name, CHALLENGER)

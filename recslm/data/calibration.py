@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -132,3 +133,20 @@ def configured_inputs(cfg: CalibrationConfig, train: Sequence[RankingRecord], to
     from recslm.data.reviews import build_review_splits, texts_of
 
     return text_calibration_inputs(texts_of(build_review_splits()["train"]), tokenizer, cfg.count, seed=seed)
+
+
+def artifact_calibration_inputs(cfg: CalibrationConfig, data_dir: Path, tokenizer: PreTrainedTokenizerBase, seed: int, task: str = "ranking") -> list[torch.Tensor]:
+    """The calibration prompts of a data artifact, as the task reads it. Ranking: the training
+    records' prompts (:func:`configured_inputs`). Generative: with ``source: records``, training
+    prompts followed by their reference responses (a writing model's activations cover both);
+    with ``source: text``, the same generic text as ranking."""
+    if task == "generative":
+        if cfg.source == "records":
+            from recslm.data.generation_artifact import load_generation_split
+
+            texts = [r.prompt + r.response for r in load_generation_split(data_dir, "train")]
+            return text_calibration_inputs(texts, tokenizer, cfg.count, seed=seed)
+        return configured_inputs(cfg, [], tokenizer, seed)
+    from recslm.data.build import load_split
+
+    return configured_inputs(cfg, load_split(data_dir, "train"), tokenizer, seed)

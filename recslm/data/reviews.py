@@ -64,6 +64,7 @@ class GenerationRecord:
     prompt: str
     response: str
     item_id: str = ""
+    rating: int | None = None  # the star rating the prompt states (1-5): what the task metric checks the written review against
 
 
 def bundled_path() -> Path:
@@ -218,7 +219,7 @@ def build_review_splits(
         row = rows[i]
         bucket = splits[split_of(row["Clothing ID"], val_fraction, test_fraction)]
         if max_records is None or len(bucket) < max_records:
-            bucket.append(GenerationRecord(review_prompt(row), review_response(row, max_response_chars), str(row["Clothing ID"])))
+            bucket.append(GenerationRecord(review_prompt(row), review_response(row, max_response_chars), str(row["Clothing ID"]), int(row["Rating"])))
     return splits
 
 

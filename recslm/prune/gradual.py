@@ -2,8 +2,9 @@
 
 Prune runs the schedule of :mod:`recslm.prune.schedule` on the selected student. Each
 step: calibrate and prune layer by layer (:func:`recslm.prune.pruner.prune_step`), save
-and score the pruned model, re-distill it from the *unpruned* student with the distill
-recipe (forward KL on the answer token + CE + prompt KD), score again, and time prefill
+and score the pruned model on val, re-distill it from the *unpruned* student (ranking: the
+distill recipe, forward KL on the answer token + CE + prompt KD; generative: forward KL on
+whole responses + CE), score again, and time prefill
 at the profile's context lengths. A step that finished is not redone when the stage is
 retried (its ``report.json`` and ``final/`` model are reused); an interrupted
 re-distillation resumes from its last checkpoint.
@@ -20,21 +21,18 @@ from typing import Any
 
 import torch
 
-from recslm.config import DistillConfig, DistillPhase, EvaluateConfig, ProfileConfig, PruneConfig
-from recslm.data.build import load_split, tokenizer_path
-from recslm.data.calibration import configured_inputs
+from recslm.config import DistillConfig, EvaluateConfig, ProfileConfig, PruneConfig
+from recslm.data.build import tokenizer_path
 from recslm.data.tokenizer import load_tokenizer
 from recslm.errors import ConfigError
-from recslm.evaluate.evaluate import evaluate_records
 from recslm.evaluate.profile import prefill_ms, profile_figure, profile_model
 from recslm.jsonfile import write_json
 from recslm.models.factory import save_model
 from recslm.models.placement import load_placed, load_trainable
-from recslm.models.prefix import make_groups
 from recslm.prune.pruner import LayerRecord, Solver, prune_step
 from recslm.prune.schedule import plan, step_keeps
-from recslm.train.distill import distill_student
-from recslm.train.runner import LogFn, StepFn, Validation
+from recslm.prune.task_ops import task_ops
+from recslm.train.runner import LogFn, StepFn
 
 
 def profile_student(model_dir: Path, out_dir: Path, cfg: ProfileConfig) -> dict[str, Any]:
@@ -76,12 +74,6 @@ def _interleaved_prefill(a: torch.nn.Module, b: torch.nn.Module, lengths: list[i
     return ({k: statistics.median(v[0]) for k, v in times.items()}, {k: statistics.median(v[1]) for k, v in times.items()})
 
 
-def _auc(model_dir: Path, records: list, evaluate: EvaluateConfig, data_dir: Path) -> dict[str, Any]:
-    m = evaluate_records(model_dir, records, prefix_sharing=evaluate.prefix_sharing, groups_per_batch=evaluate.groups_per_batch,
-                         data_tokenizer_dir=tokenizer_path(data_dir))  # fmt: skip
-    return {"auc": m["auc"], "auc_mean": m["auc_mean"], "params": m["params"]}
-
-
 def prune_student(
     student_dir: Path,
     data_dir: Path,
@@ -97,20 +89,18 @@ def prune_student(
     on_log: LogFn | None = None,
     on_step: StepFn | None = None,
     on_layer: Callable[[LayerRecord], None] | None = None,
+    task: str = "ranking",
 ) -> dict[str, Any]:
-    """Prune (and re-distill) the student in ``student_dir/model`` into ``out_dir/model``; return the per-step record."""
+    """Prune (and re-distill) the student in ``student_dir/model`` into ``out_dir/model``; return the per-step record.
+    ``task`` says how calibration, the per-step quality read (on val) and re-distillation go
+    (:mod:`recslm.prune.task_ops`)."""
     prune = targets_for(prune, recommendation)
     steps = plan(prune)
     tokenizer = load_tokenizer(tokenizer_path(data_dir))
     original = load_placed(student_dir / "model")  # the re-distillation's teacher: read, never trained
     model = load_trainable(student_dir / "model")  # calibration statistics accumulate where its activations are
-    train = load_split(data_dir, "train")
-    inputs = configured_inputs(prune.calibration, train, tokenizer, seed)
-    # per-step AUCs are a diagnostic read while tuning the schedule: on val, so test stays
-    # scored once (by the evaluate stage, on the final model)
-    eval_records = load_split(data_dir, "val")
-    groups = make_groups(train, tokenizer) if prune.redistill is not None else []
-    validation = Validation.for_training(data_dir, tokenizer, prune.redistill, seed)
+    ops = task_ops(task, data_dir, tokenizer, prune, distill, evaluate, seed)
+    inputs = ops.calibration()
     solver = Solver(prune.method, prune.ridge, prune.refit, prune.local_search_iters)
     mlp_total, kv_total = int(model.config.intermediate_size), int(model.config.num_key_value_heads)
     limit = int(getattr(model.config, "max_position_embeddings", 0) or 0)
@@ -128,18 +118,15 @@ def prune_student(
         save_model(model, tokenizer, step_dir / "pruned")
         report: dict[str, Any] = {
             "step": i, "mlp_fraction": step.mlp_fraction, "heads_fraction": step.heads_fraction,
-            "mlp_keep": keeps.mlp, "kv_keep": keeps.kv, **result.dump(), "auc_split": "val", "pruned": _auc(step_dir / "pruned", eval_records, evaluate, data_dir),
+            "mlp_keep": keeps.mlp, "kv_keep": keeps.kv, **result.dump(), "auc_split": "val", "pruned": ops.quality(step_dir / "pruned"),
         }  # fmt: skip
         final = step_dir / "pruned"
         if prune.redistill is not None:
-            phase = DistillPhase(loss="forward_kl", train=prune.redistill)
             log = None if on_log is None else (lambda s, v, i=i: on_log(s, {f"step{i}_{k}": x for k, x in v.items()}))
-            model, phases = distill_student(model, original, tokenizer, groups, distill, step_dir / "redistill",
-                                            seed=seed + i, phases=[phase], on_log=log, on_step=on_step, validation=validation)  # fmt: skip
+            model, report["redistill_steps"] = ops.redistill(model, original, step_dir / "redistill", seed=seed + i, on_log=log, on_step=on_step)
             final = step_dir / "final"
             save_model(model, tokenizer, final)
-            report["redistilled"] = _auc(final, eval_records, evaluate, data_dir)
-            report["redistill_steps"] = sum(p.steps for p in phases)
+            report["redistilled"] = ops.quality(final)
         else:
             save_model(model, tokenizer, step_dir / "final")
         report["prefill_ms"] = {str(n): prefill_ms(model, n, profile.repeats) for n in lengths}

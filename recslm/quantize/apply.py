@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from recslm.config import QuantizeConfig
-from recslm.data.build import load_split, tokenizer_path
-from recslm.data.calibration import configured_inputs
+from recslm.data.build import tokenizer_path
+from recslm.data.calibration import artifact_calibration_inputs
 from recslm.data.tokenizer import load_tokenizer
 from recslm.models.factory import count_parameters, directory_bytes, load_model
 from recslm.quantize.recipes import GROUPED_SCHEMES, build_recipe, check_group_size
@@ -47,8 +47,11 @@ def _calibration_dataset(inputs: list[torch.Tensor]) -> Any:
     return Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids]})
 
 
-def quantize_model(model_dir: Path, data_dir: Path, out_dir: Path, scheme: str, cfg: QuantizeConfig, seed: int, log_dir: Path | None = None) -> dict[str, Any]:
-    """Quantize the model in ``model_dir`` with ``scheme`` into ``out_dir/model``; return the stage metrics."""
+def quantize_model(
+    model_dir: Path, data_dir: Path, out_dir: Path, scheme: str, cfg: QuantizeConfig, seed: int, log_dir: Path | None = None, task: str = "ranking"
+) -> dict[str, Any]:
+    """Quantize the model in ``model_dir`` with ``scheme`` into ``out_dir/model``; return the stage metrics.
+    ``task`` decides what the calibration prompts are (:func:`artifact_calibration_inputs`)."""
     from llmcompressor import oneshot
 
     started = time.perf_counter()
@@ -58,7 +61,7 @@ def quantize_model(model_dir: Path, data_dir: Path, out_dir: Path, scheme: str, 
     if scheme in GROUPED_SCHEMES:
         check_group_size(model, cfg.group_size, cfg.ignore)  # before any calibration work
     recipe = build_recipe(scheme, cfg)
-    inputs = configured_inputs(cfg.calibration, load_split(data_dir, "train"), tokenizer, seed)
+    inputs = artifact_calibration_inputs(cfg.calibration, data_dir, tokenizer, seed, task)
     oneshot(
         model=model,
         dataset=_calibration_dataset(inputs),

@@ -10,6 +10,7 @@ point of the run and keeps serving (the next deploy replaces it, blue/green).
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from recslm.models.factory import load_model
 from recslm.models.prefix import make_groups
 from recslm.serve import kube_target
 from recslm.serve.bench import Workload, run_workload, table
-from recslm.serve.deploy import LocalTarget, SmokeTest, deploy, score_smoke_test
+from recslm.serve.deploy import DeployError, LocalTarget, SmokeTest, deploy, score_smoke_test
 from recslm.serve.fleet import FleetTarget
 from recslm.serve.kube_target import KubernetesTarget
 from recslm.serve.limits import limits_of
@@ -46,6 +47,53 @@ def offline_smoke_test(model_dir: Path, records: list, tokenizer: Any, members: 
     return score_smoke_test([g.prefix_ids for g in groups], [g.candidate_ids for g in groups], [answers[1], answers[0]], [[s] for s in expected])
 
 
+SMOKE_NEW_TOKENS = 8
+
+
+def generation_smoke_test_for(model_dir: Path, data_dir: Path, split: str, prompts: int = SMOKE_MEMBERS, max_new_tokens: int = SMOKE_NEW_TOKENS) -> SmokeTest:
+    """The generative task's smoke test on the first prompts of the data artifact's ``split``."""
+    from recslm.data.generation_artifact import load_generation_split
+    from recslm.data.tokenizer import encode_prefix
+
+    tokenizer = load_tokenizer(tokenizer_path(data_dir))
+    ids = [encode_prefix(tokenizer, r.prompt) for r in load_generation_split(data_dir, split)[:prompts]]
+    return generation_smoke_test(load_model(model_dir), ids, max_new_tokens)
+
+
+def generation_smoke_test(model: Any, prompts: list[list[int]], max_new_tokens: int, tolerance: float = 1e-3) -> SmokeTest:
+    """A server's greedy ``/generate`` checked against the model offline, teacher-forced on the
+    server's own output: every token it wrote must be the offline argmax (up to ``tolerance``
+    in log-probability, so a near-tie decided the other way by another kernel passes) and its
+    reported log-probability must equal the offline one. Wrong weights, another tokenizer or
+    a broken KV cache fail it; a server that only answers ``/health`` does too."""
+    import httpx
+    import torch
+
+    def check(endpoint: str) -> dict[str, Any]:
+        worst, tokens, started = 0.0, 0, time.perf_counter()
+        with httpx.Client(base_url=endpoint, timeout=120) as http:
+            for ids in prompts:
+                body = {"input_ids": ids, "sampling_params": {"max_new_tokens": max_new_tokens, "temperature": 0.0}, "return_logprob": True}
+                reply = http.post("/generate", json=body)
+                if reply.status_code != 200:
+                    raise DeployError(f"{endpoint}/generate answered HTTP {reply.status_code}: {reply.text[:300]}")
+                out = reply.json()
+                written, reported = out["output_ids"], [entry[0] for entry in out["meta_info"]["output_token_logprobs"]]
+                if not written:
+                    raise DeployError(f"{endpoint}/generate wrote nothing for a {len(ids)}-token prompt")
+                with torch.no_grad():
+                    logits = model(input_ids=torch.tensor([ids + written[:-1]], device=model.device)).logits[0, len(ids) - 1 :]
+                offline = torch.log_softmax(logits.float(), dim=-1)
+                for j, token in enumerate(written):
+                    worst = max(worst, float(offline[j].max() - offline[j, token]), abs(float(offline[j, token]) - reported[j]))
+                tokens += len(written)
+        if worst > tolerance:
+            raise DeployError(f"{endpoint}: greedy generation differs from the model offline by up to {worst:.3g} in log-probability (tolerance {tolerance:g})")
+        return {"requests": len(prompts), "tokens": tokens, "max_abs_diff": worst, "seconds": time.perf_counter() - started}
+
+    return check
+
+
 def workload(bench: BenchConfig) -> Workload:
     return Workload(
         members_per_s=bench.members_per_s, candidates=bench.candidates, prefix_tokens=bench.prefix_tokens, candidate_tokens=bench.candidate_tokens,
@@ -55,9 +103,10 @@ def workload(bench: BenchConfig) -> Workload:
 
 def deploy_model(
     model_dir: Path, data_dir: Path, out_dir: Path, *, version: str, serve: ServeConfig, bench: BenchConfig, evaluate: EvaluateConfig, state_dir: Path,
-    model_name: str = "model", model_uri: str | None = None,
+    model_name: str = "model", model_uri: str | None = None, task: str = "ranking",
 ) -> dict[str, Any]:  # fmt: skip
     """Deploy ``model_dir`` as ``version``; return the deploy record and the benchmark result.
+    ``task`` chooses the smoke test: scores of known prompts (ranking) or greedy generation (generative).
 
     ``model_uri`` is where a cluster's workers fetch the same model (its ``s3://`` folder in
     the artifact store); the local targets serve ``model_dir``."""
@@ -68,7 +117,8 @@ def deploy_model(
         served = model_uri
     else:
         served = str(model_dir)
-    result = deploy(target, version, served, smoke_test_for(model_dir, data_dir, evaluate.split), ready_timeout_s=serve.startup_timeout_s)
+    smoke = generation_smoke_test_for(model_dir, data_dir, evaluate.split) if task == "generative" else smoke_test_for(model_dir, data_dir, evaluate.split)
+    result = deploy(target, version, served, smoke, ready_timeout_s=serve.startup_timeout_s)
     keeps = serve.keep_running or isinstance(target, KubernetesTarget)
     metrics: dict[str, Any] = {"deploy": result.dump(), "kept_running": keeps, "target": serve.target}
     if isinstance(target, (FleetTarget, KubernetesTarget)):

@@ -63,3 +63,14 @@ class Stage:
 def dump(section: Any) -> Any:
     """JSON form of a config section (a pydantic model) or of plain data."""
     return section.model_dump(mode="json") if hasattr(section, "model_dump") else section
+
+
+def without_later_defaults(section: Any, later: tuple[str, ...]) -> Any:
+    """``dump(section)`` without the fields in ``later`` (added after stores were filled) while
+    they hold their defaults: adding a setting must not invalidate every stored artifact."""
+    out = dump(section)
+    fields = type(section).model_fields
+    for name in later:
+        if name in out and out[name] == dump(fields[name].get_default(call_default_factory=True)):
+            out.pop(name)
+    return out

@@ -1,16 +1,20 @@
-"""The data stage: ranking records per split (MovieLens or ready-made records) and the tokenizer."""
+"""The data stage: records per split and the tokenizer. Ranking records (MovieLens or ready-made
+records), or generation records (prompt and response: the clothing reviews)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from recslm.stages.base import Stage, StageContext, dump
+from recslm.stages.base import Stage, StageContext, without_later_defaults
 from recslm.store import ArtifactRef
+
+
+GENERATIVE_FIELDS = ("max_records", "max_response_chars")  # reviews settings, added later
 
 
 def key(config: Any) -> Any:
     """The data section; a pretrained tokenizer also by the digest of its files (rebuilt in place, it is a new tokenizer)."""
-    section = dump(config.data)
+    section = without_later_defaults(config.data, GENERATIVE_FIELDS)
     tokenizer = config.data.tokenizer
     if tokenizer.kind == "pretrained":
         from recslm.store.digest import TOKENIZER_FILES, folder_digest
@@ -20,7 +24,11 @@ def key(config: Any) -> Any:
 
 
 def body(config: Any, ctx: StageContext, inputs: dict[str, ArtifactRef]) -> dict[str, Any]:
-    from recslm.data.build import build_data_artifact  # tokenizers, pandas: only when the stage runs
+    if config.task == "generative":
+        from recslm.data.generation_artifact import build_generation_artifact  # tokenizers, pandas: only when the stage runs
+
+        return build_generation_artifact(config.data, ctx.out)
+    from recslm.data.build import build_data_artifact
 
     return build_data_artifact(config.data, ctx.out)
 

@@ -25,7 +25,7 @@ def body(config: Any, ctx: StageContext, inputs: dict[str, ArtifactRef], model_n
     return deploy_model(
         inputs["model"].path / "model", inputs["data"].path, ctx.out, version=run_id, serve=config.serve, bench=config.bench,
         evaluate=config.evaluate, state_dir=config.run.root / "serve" / model_name,
-        model_name=config.registered_model_name(), model_uri=f"{inputs['model'].uri}/model",
+        model_name=config.registered_model_name(), model_uri=f"{inputs['model'].uri}/model", task=config.task,
     )  # fmt: skip
 
 

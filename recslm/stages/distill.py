@@ -70,6 +70,15 @@ def body(config: Any, ctx: StageContext, inputs: dict[str, ArtifactRef], student
     spec = config.student(student)
     topk = inputs.get("teacher_logits")
     teacher = inputs.get("teacher")
+    if config.task == "generative":
+        from recslm.train.responses import make_response_student
+
+        with progress_bar(f"{spec.model_name(role)} steps") as on_step:
+            return make_response_student(
+                spec, config.distill, role, inputs["data"].path, teacher.path if teacher is not None else None, ctx.out, ctx.work / "checkpoints",
+                seed=config.student_seed(), deepspeed=deepspeed_config(config.distill.deepspeed, config.distill.phases[0].train),
+                trust_remote_code=config.teacher.trust_remote_code, on_log=ctx.log_curve, on_step=on_step,
+            )  # fmt: skip
     with progress_bar(f"{spec.model_name(role)} steps") as on_step:
         return make_student(
             spec, config.distill, role, inputs["data"].path, teacher.path if teacher is not None else None, ctx.out, ctx.work / "checkpoints",

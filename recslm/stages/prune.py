@@ -39,7 +39,7 @@ def body(config: Any, ctx: StageContext, inputs: dict[str, ArtifactRef], model_n
         return prune_student(
             inputs["model"].path, inputs["data"].path, ctx.out, ctx.work,
             prune=config.prune, distill=config.distill, evaluate=config.evaluate, profile=config.profile,
-            recommendation=recommendation, seed=config.student_seed(), on_log=ctx.log_curve, on_step=on_step, on_layer=on_layer,
+            recommendation=recommendation, seed=config.student_seed(), on_log=ctx.log_curve, on_step=on_step, on_layer=on_layer, task=config.task,
         )  # fmt: skip
 
 

@@ -27,7 +27,8 @@ def key(config: Any, model_name: str, scheme: str) -> Any:
 def body(config: Any, ctx: StageContext, inputs: dict[str, ArtifactRef], model_name: str, scheme: str) -> dict[str, Any]:
     from recslm.quantize.apply import quantize_model  # llm-compressor: only when the stage runs
 
-    metrics = quantize_model(inputs["model"].path / "model", inputs["data"].path, ctx.out, scheme, config.quantize, seed=config.student_seed(), log_dir=ctx.work)
+    metrics = quantize_model(inputs["model"].path / "model", inputs["data"].path, ctx.out, scheme, config.quantize, seed=config.student_seed(), log_dir=ctx.work,
+                             task=config.task)  # fmt: skip
     for index, layer in enumerate(metrics["layers"]):  # per-layer errors as curves over depth
         ctx.log_metrics({f"layer/{k}_error": layer[k] for k in ("rtn", "gptq", "quantease") if not math.isnan(layer[k])}, step=index)
     return metrics

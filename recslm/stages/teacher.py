@@ -25,6 +25,8 @@ def key(config: Any) -> Any:
 
 
 def body(config: Any, ctx: StageContext, inputs: dict[str, ArtifactRef]) -> dict[str, Any]:
+    if config.task == "generative":
+        return _response_teacher(config, ctx, inputs)
     from recslm.train.teacher import make_teacher  # torch, Trainer: only when the stage runs
 
     if config.teacher.path is not None and not config.teacher.fine_tune:  # loaded, not trained: no steps to show
@@ -32,6 +34,16 @@ def body(config: Any, ctx: StageContext, inputs: dict[str, ArtifactRef]) -> dict
     with progress_bar("teacher SFT steps") as on_step:
         return make_teacher(config.teacher, inputs["data"].path, ctx.out, ctx.work / "checkpoints",
                             seed=config.run.seed, on_log=ctx.log_curve, on_step=on_step)  # fmt: skip
+
+
+def _response_teacher(config: Any, ctx: StageContext, inputs: dict[str, ArtifactRef]) -> dict[str, Any]:
+    """The generative task's teacher: response SFT with val-loss validation, or a loaded checkpoint."""
+    from recslm.train.deepspeed import deepspeed_config  # torch, Trainer: only when the stage runs
+    from recslm.train.responses import make_response_teacher
+
+    with progress_bar("teacher response-SFT steps") as on_step:
+        return make_response_teacher(config.teacher, inputs["data"].path, ctx.out, ctx.work / "checkpoints", seed=config.run.seed,
+                                     on_log=ctx.log_curve, on_step=on_step, deepspeed=deepspeed_config(config.teacher.deepspeed, config.teacher.train))  # fmt: skip
 
 
 STAGE = Stage("teacher", key, body)

@@ -1,7 +1,8 @@
 """Generative training: SFT on responses, token-level KD, on-policy sampling, multi-phase schedules.
 
-Not reached by the pipeline yet: the flow runs ranking data only; this is a library entry
-point (``distill_generative_phases``) with its tests and ``benchmarks/onpolicy_reviews.py``.
+The pipeline reaches it through ``data.source: reviews`` (the generative task:
+:mod:`recslm.train.responses` for the teacher and student stages); ``benchmarks/onpolicy_reviews.py``
+calls it directly.
 
 The ranking path trains one answer token; this module trains whole responses
 (``GenerationRecord``: a prompt and the text that should follow it).
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -359,6 +361,7 @@ class OnPolicyStats:
     generated_tokens: int = 0
     longest_generation: int = 0
     ended_with_eos: int = 0
+    sampling_s: float = 0.0  # wall time inside generate(): on-policy cost is this share of the phase's wall time
 
 
 @dataclass(frozen=True)
@@ -402,10 +405,12 @@ class GenerativeTrainer(ResumingTrainer):
         self.stats.examples += len(examples)
         if not chosen:
             return examples, [True] * len(examples)
+        started = time.perf_counter()
         generated = sample_responses(
             self.accelerator.unwrap_model(model), [examples[i].prompt_ids for i in chosen], pad_id=self.pad_id,
             eos_id=self.eos_id, temperature=self.sampling.temperature, max_new_tokens=self.sampling.max_new_tokens,
         )  # fmt: skip
+        self.stats.sampling_s += time.perf_counter() - started
         self._count(generated)
         batch, labelled = list(examples), [True] * len(examples)
         for i, response in zip(chosen, generated):
@@ -444,6 +449,7 @@ def _run(
     on_log: LogFn | None,
     on_step: StepFn | None,
     deepspeed: dict[str, Any] | None,
+    validation: ResponseValidation | None = None,
 ) -> tuple[TrainReport, OnPolicyStats]:
     """One Trainer run (resuming from ``output_dir``'s last checkpoint if any)."""
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -455,7 +461,8 @@ def _run(
         train_dataset=ListDataset(examples),
         data_collator=collate_list,
         processing_class=tokenizer,
-        callbacks=callbacks(on_log, on_step),
+        callbacks=callbacks(on_log, on_step, cfg if validation is not None else None),
+        validation=validation,
         teacher=teacher,
         settings=settings,
         sampling=sampling,
@@ -464,6 +471,25 @@ def _run(
     )
     report = fit(trainer, output_dir, examples=len(examples), items=len(examples))
     return report, trainer.stats
+
+
+class ResponseValidation:
+    """The val split as a generative model in training sees it: the response-token loss
+    (:func:`response_loss`) on a seeded subset of records, the same one at every evaluation.
+    Duck-types :class:`recslm.train.runner.Validation` (``groups``, ``score``), so the Trainer
+    logs ``val_loss`` curves, keeps the best checkpoint and stops early on it."""
+
+    def __init__(self, records: Sequence[GenerationRecord], tokenizer: PreTrainedTokenizerBase, *, max_records: int | None = None, seed: int = 0):
+        records = list(records)
+        if max_records is not None and len(records) > max_records:
+            keep = np.sort(np.random.default_rng([seed, 7]).choice(len(records), size=max_records, replace=False))
+            records = [records[i] for i in keep]
+        if not records:
+            raise DataError("validation: no val records")
+        self.records, self.groups, self.tokenizer = records, records, tokenizer
+
+    def score(self, model: PreTrainedModel) -> dict[str, float]:
+        return {"loss": response_loss(model, self.tokenizer, self.records)}
 
 
 def train_response_model(
@@ -477,10 +503,12 @@ def train_response_model(
     on_log: LogFn | None = None,
     on_step: StepFn | None = None,
     deepspeed: dict[str, Any] | None = None,
+    validation: ResponseValidation | None = None,
 ) -> TrainReport:
     """SFT ``model`` in place on the reference responses (the generative teacher); resumes from checkpoints.
 
-    ``cfg.groups_per_batch`` is the number of records per batch here.
+    ``cfg.groups_per_batch`` is the number of records per batch here. With ``validation`` (and
+    ``cfg.eval_steps``) the best checkpoint on val loss is kept and early stopping applies.
     """
     if not records:
         raise DataError("train_response_model: no training records")
@@ -488,6 +516,7 @@ def train_response_model(
     report, _ = _run(
         model, None, tokenizer, encode_records(tokenizer, records), cfg, Path(output_dir),
         settings=LossSettings(kind="sft"), sampling=Sampling(), seed=seed, on_log=on_log, on_step=on_step, deepspeed=deepspeed,
+        validation=validation if cfg.eval_steps else None,
     )  # fmt: skip
     return report
 
@@ -510,6 +539,7 @@ class PhaseReport:
     longest_generation: int
     generations_ended_with_eos: int
     extra: dict[str, Any] = field(default_factory=dict)
+    sampling_s: float = 0.0  # of wall_s, the time spent writing on-policy samples
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -597,6 +627,7 @@ def distill_generative_phases(
     on_log: LogFn | None = None,
     on_step: StepFn | None = None,
     deepspeed: dict[str, Any] | None = None,
+    validation: ResponseValidation | None = None,
 ) -> list[PhaseReport]:
     """Distill ``teacher`` into ``student`` (in place) through ``phases``, one after another.
 
@@ -627,6 +658,7 @@ def distill_generative_phases(
         report, stats = _run(
             student, teacher if phase.loss != "sft" else None, tokenizer, examples, phase.train, folder,
             settings=settings, sampling=plan, seed=seed + i, on_log=phase_log(on_log, i), on_step=on_step, deepspeed=deepspeed,
+            validation=validation if phase.train.eval_steps else None,
         )  # fmt: skip
         reports.append(
             PhaseReport(
@@ -634,6 +666,8 @@ def distill_generative_phases(
                 steps=report.steps, train_loss=report.train_loss, wall_s=report.wall_s, resumed_from=report.resumed_from,
                 examples_seen=stats.examples, generated_examples=stats.generated_examples, generated_tokens=stats.generated_tokens,
                 longest_generation=stats.longest_generation, generations_ended_with_eos=stats.ended_with_eos,
+                sampling_s=round(stats.sampling_s, 3), extra={"best_step": report.best_step, "best_val_loss": report.best_metric, "stopped_early": report.stopped_early,
+                       "val_history": report.val_history} if report.best_step is not None else {},
             )  # fmt: skip
         )
     return reports

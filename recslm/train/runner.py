@@ -305,7 +305,7 @@ def fit(trainer: Trainer, output_dir: Path, *, examples: int, items: int) -> Tra
         examples=examples,
         groups=items,
         examples_per_s=float(result.metrics.get("train_samples_per_second", 0.0)) * examples / max(items, 1),
-        val_history=[{k: v for k, v in entry.items() if k == "step" or k.startswith("val_")} for entry in state.log_history if "val_auc_mean" in entry],
+        val_history=[{k: v for k, v in entry.items() if k == "step" or k.startswith("val_")} for entry in state.log_history if "val_auc_mean" in entry or "val_loss" in entry],
     )
 
 

@@ -178,7 +178,8 @@ def test_a_job_asking_more_cpus_than_any_node_has_fails_at_once_instead_of_pendi
 def _pipeline_config(root: Path, backend: str, distill_ranks: int = 1) -> PipelineConfig:
     """The smoke pipeline up to select, one student (heavy stages: teacher, its evaluation,
     the teacher's top-k, distill, the student's evaluation); with ``distill_ranks`` the distill
-    stage trains on that many CPU ranks (gloo) of one job, under ZeRO-2."""
+    stage trains on that many CPU ranks (gloo) of one job, under ZeRO-2, for as many examples
+    as the one-rank run (its steps divided by the ranks)."""
     raw = trimmed_smoke(root)
     raw["execution"] = {"backend": backend, "retries": 1, "retry_delay_s": 0,
                         "slurm": {"cpus": 1, "mem_gb": 4, "time_min": 20, "poll_s": 0.5, "folder": str(root / "slurm-jobs")}}
@@ -186,6 +187,8 @@ def _pipeline_config(root: Path, backend: str, distill_ranks: int = 1) -> Pipeli
         raw["execution"]["slurm"]["ranks_per_node"] = distill_ranks
         raw["execution"]["multi_rank_stages"] = ["distill"]
         raw["distill"]["deepspeed"] = {"enabled": True, "zero_stage": 2}
+        # each step takes a batch on every rank: half the steps see the one-rank run's examples
+        raw["distill"]["phases"][0]["train"]["max_steps"] //= distill_ranks
     return PipelineConfig.model_validate(raw)
 
 

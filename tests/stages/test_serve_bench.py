@@ -100,3 +100,15 @@ def test_cli_bench_writes_a_sweep_and_plan_sizes_the_fleet_from_it(endpoint, tmp
     not_bench.write_text("{}")
     assert "not a recslm bench result" in runner.invoke(app, ["plan", str(not_bench), "--target", "1", "--slo-p99-ms", "100"]).output
     assert "config.json missing" in runner.invoke(app, ["serve", str(tmp_path)]).output
+
+
+def test_the_generation_smoke_test_passes_the_served_model_and_fails_other_weights(endpoint, tokenizer):
+    """The generative deploy's check: greedy /generate teacher-forced against the model offline."""
+    from recslm.serve.deploy import DeployError
+    from recslm.serve.release import generation_smoke_test
+
+    prompts = [tokenizer.encode("Member: 25, M, student\nHistory:\n"), tokenizer.encode("Candidate: a film")]
+    served = generation_smoke_test(tiny_model(tokenizer, "llama", seed=2), prompts, max_new_tokens=6)(endpoint)
+    assert served["tokens"] == 12 and served["max_abs_diff"] <= 1e-3
+    with pytest.raises(DeployError, match="greedy generation differs"):
+        generation_smoke_test(tiny_model(tokenizer, "llama", seed=3), prompts, max_new_tokens=6)(endpoint)
