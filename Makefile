@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 DS_STAMP := $(VENV)/.installed-deepspeed
 SGL_STAMP := $(VENV)/.installed-sglang-parser
 
-.PHONY: demo smoke smoke-generative test install clean slurm chromium teacher gpu-check
+.PHONY: demo demo-generative smoke smoke-generative test install clean slurm chromium teacher gpu-check
 
 demo: $(STAMP)
 	$(VENV)/bin/recslm run configs/demo.yaml $(ARGS)
@@ -31,6 +31,9 @@ gpu-check: $(STAMP) $(DS_STAMP)
 
 smoke: $(STAMP)
 	$(VENV)/bin/recslm run configs/smoke.yaml $(ARGS)
+
+demo-generative: $(STAMP)
+	$(VENV)/bin/recslm run configs/demo-generative.yaml $(ARGS)
 
 smoke-generative: $(STAMP)
 	$(VENV)/bin/recslm run configs/smoke-generative.yaml $(ARGS)
