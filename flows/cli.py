@@ -66,5 +66,37 @@ def run(
     print_summary(summary.model_dump(mode="json"))
 
 
+@app.command()
+def reproduce(
+    config: ConfigArg,
+    quick: Annotated[bool, typer.Option(help="Every row on tiny settings (the study's quick_* fields): a few minutes.")] = False,
+    study_id: Annotated[Optional[str], typer.Option(help="Study id (default: time stamp + random suffix); the report goes to <run.root>/reproduce/<id>/.")] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks for recslm's own errors too.")] = False,
+) -> None:
+    """Re-measure the paper's findings: every arm at every seed, effects with 95 % intervals, computed verdicts."""
+    from rich.markdown import Markdown
+
+    from recslm.cli import console
+    from recslm.reproduce.study import load_study
+
+    try:
+        study = load_study(config)
+        _prefect_defaults()
+        from flows.reproduce import reproduce as reproduce_flow
+
+        if not debug:
+            _quiet_prefect_tracebacks()
+        result = reproduce_flow(study, quick=quick, study_id=study_id, name=config.stem)
+    except RecslmError as exc:
+        if debug:
+            raise
+        raise fail(exc) from None
+    from recslm.reproduce.findings import Finding
+    from recslm.reproduce.report import findings_table
+
+    console.print(Markdown(findings_table([Finding.model_validate(f) for f in result["findings"]])))
+    console.print(f"report: {result['dir']}/reproduce.md (reproduce.json, reproduce.png)", soft_wrap=True)
+
+
 if __name__ == "__main__":
     app()

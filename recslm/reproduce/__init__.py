@@ -1,0 +1,1 @@
+"""``recslm reproduce``: the paper's findings re-measured on this pipeline, with intervals and verdicts."""
