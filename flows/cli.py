@@ -74,8 +74,6 @@ def reproduce(
     debug: Annotated[bool, typer.Option(help="Show tracebacks for recslm's own errors too.")] = False,
 ) -> None:
     """Re-measure the paper's findings: every arm at every seed, effects with 95 % intervals, computed verdicts."""
-    from rich.markdown import Markdown
-
     from recslm.cli import console
     from recslm.reproduce.study import load_study
 
@@ -91,10 +89,20 @@ def reproduce(
         if debug:
             raise
         raise fail(exc) from None
-    from recslm.reproduce.findings import Finding
-    from recslm.reproduce.report import findings_table
+    from rich.table import Table
 
-    console.print(Markdown(findings_table([Finding.model_validate(f) for f in result["findings"]])))
+    from recslm.cli import print_table
+
+    table = Table(title=f"findings ({'quick, ' if quick else ''}{len(result['header']['seeds'])} paired seeds; effect = b - a on test mean AUC, 95 % interval)")
+    for col in ("row", "b - a", "effect", "95 % interval", "verdict", "claim"):
+        table.add_column(col, justify="right" if col in ("effect", "95 % interval") else "left", no_wrap=col != "claim")
+    for f in result["findings"]:
+        low, high = f["ci95"]
+        table.add_row(f["row"], f"{f['b']} - {f['a']}", f"{f['effect']:+.4f}", f"[{low:+.4f}, {high:+.4f}]", f["verdict"], f["claim"])
+    print_table(table)
+    for f in result["findings"]:
+        if f["note"]:
+            console.print(f"{f['row']}: {f['note']}", soft_wrap=True)
     console.print(f"report: {result['dir']}/reproduce.md (reproduce.json, reproduce.png)", soft_wrap=True)
 
 

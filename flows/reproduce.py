@@ -57,9 +57,8 @@ def reproduce(study: StudyConfig, *, quick: bool = False, study_id: str | None =
 
 
 def _track(config: PipelineConfig, study_id: str, name: str, rows: list[Finding], paths: dict[str, Path]) -> None:
-    """The report in MLflow: one run in ``<experiment>-reproduce`` with each finding's effect and interval and the three files."""
-    if not config.tracking.enabled:
-        return
+    """The report in MLflow (the base config's tracking URI, whether or not the arms' runs were
+    tracked): one run in ``<experiment>-reproduce`` with each finding's effect and interval and the three files."""
     uri = config.tracking_uri()
     tracker = Tracker.start_pipeline(uri=uri, artifact_location=artifact_location_for(uri, config.run.root),
                                      experiment=f"{config.tracking.experiment or config.run.name}-reproduce", run_name=study_id,

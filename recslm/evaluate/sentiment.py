@@ -12,8 +12,10 @@ overlap with the one the customer wrote rewards copying frequent phrases, not fo
 the prompt; agreement with the stated rating measures the conditioning the prompt asks
 for. Why balanced: about three reviews in four are positive, so plain accuracy gives a
 model that always writes a positive review 0.75; balanced accuracy gives it 0.5.
-The classifier's own balanced accuracy on the reference reviews of the same records is
-reported beside it (``*_reference``): the ceiling a perfect writer would reach.
+The classifier's balanced accuracy on the customers' own reviews of the same prompts is
+reported beside it (``*_reference``). It is not a ceiling: real reviews are more mixed than
+greedy, prototypical ones (a 3-star review that praises the fabric), so a model that
+follows the rating can score above it.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from recslm.reproduce.findings import Direction, Finding, finding
 
 RowName = Literal["kd_vs_sft", "loss_choice", "prune_ratio", "size"]
 # every arm's run: the study's student alone, no deploy, no registry; select keeps it whatever its AUC
-ARM_BASE = ["prune.enabled=false", "quantize.enabled=false", "serve.enabled=false", "bench.enabled=false", "registry.enabled=false",
+ARM_BASE = ["distill.sft_baseline=false", "prune.enabled=false", "quantize.enabled=false", "serve.enabled=false", "bench.enabled=false", "registry.enabled=false",
             "select.max_auc_drop_pct=100", "select.require_teacher_gate=false"]  # fmt: skip
 
 
@@ -84,12 +84,17 @@ def arms(study: StudyConfig) -> dict[str, list[str]]:
         out["no-prompt-kd"] = [student, "distill.prompt_weight=0"]
     if {"prune_ratio", "size"} & set(study.rows):
         for ratio in study.prune_ratios:
-            out[prune_arm(ratio)] = [student, "prune.enabled=true", f"prune.schedule=[{{mlp_fraction: {ratio}}}]", "prune.redistill=null"]
+            pruning = ["prune.enabled=true", f"prune.schedule=[{{mlp_fraction: {ratio}}}]", "prune.redistill=null"]
+            arm = prune_arm(study, ratio)
+            out[arm] = out.get(arm, [student]) + pruning
     return out
 
 
-def prune_arm(ratio: float) -> str:
-    return f"prune-{ratio * 100:g}"
+def prune_arm(study: StudyConfig, ratio: float) -> str:
+    """The arm whose run prunes at ``ratio``: the largest ratio rides on the KD arm (the pruned
+    model is one more stage of that run, its unpruned student the reference), every other ratio
+    is an arm of its own; the student and the teacher come from the store either way."""
+    return "kd" if ratio == max(study.prune_ratios) else f"prune-{ratio * 100:g}"
 
 
 def _student_yaml(study: StudyConfig) -> str:
@@ -129,12 +134,12 @@ def findings(study: StudyConfig, models: dict[str, list[dict[str, dict[str, Any]
                            ("no prompt KD", values("no-prompt-kd", student)), kd, "positive"))  # fmt: skip
     if "prune_ratio" in study.rows:
         for ratio in study.prune_ratios:
-            arm = prune_arm(ratio)
+            arm = prune_arm(study, ratio)
             out.append(compare("prune_ratio", f"One-shot pruning of {ratio:.1%} of MLP neurons lowers AUC (before re-training)",
                                "Table 3: AUC falls as more MLP neurons are pruned", ("unpruned", values(arm, student)),
                                (f"{ratio:.1%} MLP pruned", values(arm, f"{student}-pruned")), "negative"))  # fmt: skip
     if "size" in study.rows:
-        arm = prune_arm(max(study.prune_ratios))
+        arm = prune_arm(study, max(study.prune_ratios))
         pruned = f"{student}-pruned"
         teacher_params, final_params = values(arm, "teacher", "params"), values(arm, pruned, "params")
         teacher_ne, final_ne = values(arm, "teacher", "params_non_embedding"), values(arm, pruned, "params_non_embedding")
