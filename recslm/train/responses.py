@@ -53,11 +53,7 @@ def make_response_teacher(
             model, tokenizer, load_generation_split(data_dir, "train"), cfg.train, checkpoint_dir, seed=seed,
             on_log=on_log, on_step=on_step, deepspeed=deepspeed, validation=validation_for(data_dir, tokenizer, cfg.train, seed),
         )  # fmt: skip
-        metrics.update(
-            best_step=report.best_step, best_val=report.best_metric, stopped_early=report.stopped_early, train_loss=report.train_loss,
-            steps=report.steps, train_examples=report.examples, train_wall_s=round(report.wall_s, 2),
-            train_examples_per_s=round(report.examples_per_s, 2), resumed_from=report.resumed_from, val_history=report.val_history,
-        )  # fmt: skip
+        metrics.update(report.stage_metrics())
     save_model(model, tokenizer, out_dir / "model")
     metrics.update(val_loss=response_loss(model, tokenizer, load_generation_split(data_dir, "val")), bytes=directory_bytes(out_dir / "model"), **describe(model))
     return metrics

@@ -252,6 +252,14 @@ class TrainReport:
     # shipped checkpoint's card shows, and what a resumed run continues (the Trainer's state keeps it)
     val_history: list[dict[str, float]] = field(default_factory=list)
 
+    def stage_metrics(self) -> dict[str, Any]:
+        """The run as a training stage records it (the teacher stages of both tasks)."""
+        return {
+            "best_step": self.best_step, "best_val": self.best_metric, "stopped_early": self.stopped_early, "train_loss": self.train_loss,
+            "steps": self.steps, "train_examples": self.examples, "train_groups": self.groups, "train_wall_s": round(self.wall_s, 2),
+            "train_examples_per_s": round(self.examples_per_s, 2), "resumed_from": self.resumed_from, "val_history": self.val_history,
+        }  # fmt: skip
+
 
 def _is_complete(checkpoint: Path) -> bool:
     """The Trainer writes ``trainer_state.json`` after weights, optimizer, scheduler and RNG

@@ -85,17 +85,5 @@ def _train(
     if deepspeed is not None:
         save_trained_model(model, tokenizer, answer_dir / "trained")  # every rank: a collective under ZeRO-3; rank 0 writes
         model = load_trained_model(answer_dir / "trained", cfg.trust_remote_code)
-    metrics.update(
-        best_step=report.best_step,
-        best_val=report.best_metric,
-        stopped_early=report.stopped_early,
-        train_loss=report.train_loss,
-        steps=report.steps,
-        train_examples=report.examples,
-        train_groups=report.groups,
-        train_wall_s=round(report.wall_s, 2),
-        train_examples_per_s=round(report.examples_per_s, 2),
-        resumed_from=report.resumed_from,
-        val_history=report.val_history,
-    )
+    metrics.update(report.stage_metrics())
     return model, metrics
