@@ -64,30 +64,33 @@ def summary_markdown(summary: Mapping[str, Any], *, mlflow_url: str | None = Non
     return "\n".join(lines) + "\n"
 
 
-def generative_rows(models: Any, winner: str | None) -> list[str]:
-    """The generative task's models table: response loss (val decides), the sentiment task metric, KL to the teacher."""
-    lines = ["", "## Models", "", "Response loss on val (what selection decides on) and test (reported once); increase vs the teacher; "
-             "sentiment agreement with the rating (balanced accuracy); forward KL from the teacher per response token.", ""]  # fmt: skip
-    lines.append("| model | role | params | non-emb | val loss | test loss | val increase % | test sentiment | test KL |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+def _models_section(intro: str, head: list[str], models: Any, winner: str | None, cells: Any) -> list[str]:
+    """The Models section: ``intro``, then one row per model (the winner in bold) with ``cells(model)`` after name and role."""
+    lines = ["", "## Models", "", intro, ""]
+    lines.append("| " + " | ".join(["model", "role", *head]) + " |")
+    lines.append("|---|---|" + "---:|" * len(head))
     for m in models:
         name = f"**{m['name']}**" if m["name"] == winner else m["name"]
-        lines.append(
-            f"| {_cell(name)} | {m['role']} | {m['params']:,} | {_num(m.get('params_non_embedding'), ',')} | {_num(m.get('val_loss'), '.4f')} | "
-            f"{_num(m.get('loss'), '.4f')} | {_num(m.get('val_loss_increase_pct'), '+.2f')} | {_num(m.get('sentiment'), '.3f')} | {_num(m.get('divergence'), '.4f')} |"
-        )
+        lines.append("| " + " | ".join([_cell(name), m["role"], *cells(m)]) + " |")
     return lines
+
+
+def generative_rows(models: Any, winner: str | None) -> list[str]:
+    """The generative task's models table: response loss (val decides), the sentiment task metric, KL to the teacher."""
+    intro = ("Response loss on val (what selection decides on) and test (reported once); increase vs the teacher; "
+             "sentiment agreement with the rating (balanced accuracy); forward KL from the teacher per response token.")  # fmt: skip
+    head = ["params", "non-emb", "val loss", "test loss", "val increase %", "test sentiment", "test KL"]
+    return _models_section(intro, head, models, winner, lambda m: [
+        f"{m['params']:,}", _num(m.get("params_non_embedding"), ","), _num(m.get("val_loss"), ".4f"), _num(m.get("loss"), ".4f"),
+        _num(m.get("val_loss_increase_pct"), "+.2f"), _num(m.get("sentiment"), ".3f"), _num(m.get("divergence"), ".4f"),
+    ])  # fmt: skip
 
 
 def ranking_rows(models: Any, winner: str | None) -> list[str]:
     """The ranking task's models table: mean AUC on val (decides) and test, deltas vs the teacher."""
-    lines = ["", "## Models", "", "AUC mean on val (what selection decides on) and test (reported once); delta vs the teacher.", ""]
-    lines.append("| model | role | params | non-emb | bytes | val AUC | test AUC | test delta % | val delta % |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for m in models:
-        name = f"**{m['name']}**" if m["name"] == winner else m["name"]
-        lines.append(
-            f"| {_cell(name)} | {m['role']} | {m['params']:,} | {_num(m.get('params_non_embedding'), ',')} | {m['bytes']:,} | "
-            f"{_num(m.get('val_auc_mean'), '.4f')} | {m['auc_mean']:.4f} | {m['auc_delta_pct']:+.2f} | {_num(m.get('val_auc_delta_pct'), '+.2f')} |"
-        )
-    return lines
+    intro = "AUC mean on val (what selection decides on) and test (reported once); delta vs the teacher."
+    head = ["params", "non-emb", "bytes", "val AUC", "test AUC", "test delta %", "val delta %"]
+    return _models_section(intro, head, models, winner, lambda m: [
+        f"{m['params']:,}", _num(m.get("params_non_embedding"), ","), f"{m['bytes']:,}", _num(m.get("val_auc_mean"), ".4f"),
+        f"{m['auc_mean']:.4f}", f"{m['auc_delta_pct']:+.2f}", _num(m.get("val_auc_delta_pct"), "+.2f"),
+    ])  # fmt: skip

@@ -20,15 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from recslm.data.reviews import GenerationRecord
 from recslm.data.tokenizer import encode_prefix, load_tokenizer, same_vocabulary
 from recslm.errors import TokenizerError
 from recslm.evaluate.sentiment import SentimentJudge
 from recslm.models.factory import count_non_embedding_parameters, count_parameters, directory_bytes
 from recslm.models.placement import load_placed
-from recslm.train.generative import eos_token_id, left_pad, pad_token_id, response_loss, teacher_divergence, trim_at_eos
+from recslm.train.generative import eos_token_id, pad_token_id, response_loss, sample_responses, teacher_divergence
 
 GENERATE_BATCH = 16
 
@@ -37,20 +35,10 @@ def greedy_responses(model: Any, tokenizer: Any, prompts: Sequence[str], max_new
     """What ``model`` writes after each prompt (greedy, stopping at EOS), as text."""
     pad, eos = pad_token_id(tokenizer), eos_token_id(tokenizer)
     texts: list[str] = []
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(prompts), batch_size):
-            rows = [encode_prefix(tokenizer, p) for p in prompts[start : start + batch_size]]
-            ids, mask = left_pad(rows, pad, model.device)
-            with torch.no_grad():
-                out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
-                                     eos_token_id=eos, pad_token_id=pad, use_cache=True)  # fmt: skip
-            for row in out[:, ids.shape[1] :].tolist():
-                tokens = [t for t in trim_at_eos(row, eos) if t != eos]
-                texts.append(tokenizer.decode(tokens, skip_special_tokens=True))
-    finally:
-        model.train(was_training)
+    for start in range(0, len(prompts), batch_size):
+        rows = [encode_prefix(tokenizer, p) for p in prompts[start : start + batch_size]]
+        for written in sample_responses(model, rows, pad_id=pad, eos_id=eos, temperature=0.0, max_new_tokens=max_new_tokens):
+            texts.append(tokenizer.decode([t for t in written if t != eos], skip_special_tokens=True))
     return texts
 
 

@@ -335,17 +335,17 @@ def sample_responses(
     temperature: float,
     max_new_tokens: int,
 ) -> list[tuple[int, ...]]:
-    """Student samples for ``prompts`` (left-padded batch), at ``temperature`` with no truncation,
-    in eval mode and without gradients; the model's mode is restored afterwards.
+    """Student samples for ``prompts`` (left-padded batch), at ``temperature`` with no truncation
+    (``temperature`` 0: greedy), in eval mode and without gradients; the model's mode is restored afterwards.
 
     Sampling draws from torch's global RNG, which the Trainer seeds and checkpoints, so
     samples are reproducible for a seed and after a resume.
     """
     ids, mask = left_pad(prompts, pad_id, model.device)
+    decoding = dict(do_sample=False, num_beams=1) if temperature == 0 else dict(temperature=temperature, **PURE_SAMPLING)
     with _EvalMode(model):
         out = model.generate(
-            input_ids=ids, attention_mask=mask, temperature=temperature, max_new_tokens=max_new_tokens,
-            eos_token_id=eos_id, pad_token_id=pad_id, use_cache=True, **PURE_SAMPLING,
+            input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, eos_token_id=eos_id, pad_token_id=pad_id, use_cache=True, **decoding,
         )  # fmt: skip
     return [trim_at_eos(row, eos_id) for row in out[:, ids.shape[1] :].tolist()]
 
