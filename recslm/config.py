@@ -251,6 +251,9 @@ class TeacherConfig(StrictModel):
         None, description="Pre-train the teacher as a causal LM on the training period's prompts first (a built one from scratch, or a loaded one with fine_tune); empty = no pre-training."
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
+    task_weights: dict[str, float] = Field(
+        default_factory=dict, description="Weight of each task's answer-token loss in the teacher's training (ranking data; a task left out weighs 1), e.g. {next: 3}."
+    )
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig, description="Train the teacher through DeepSpeed ZeRO (needed when it trains on several ranks: execution.multi_rank_stages).")
     trust_remote_code: bool = Field(False, description="Allow custom modelling code from the checkpoint (off: safetensors and built-in architectures only).")
 
@@ -264,6 +267,14 @@ class TeacherConfig(StrictModel):
         if isinstance(data, dict) and data.get("path") is not None and "arch" not in data:
             data = {**data, "arch": None}
         return data
+
+    @field_validator("task_weights")
+    @classmethod
+    def _positive_weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        bad = {task: w for task, w in weights.items() if not w > 0}
+        if bad:
+            raise ValueError(f"task weights must be positive, got {bad}")
+        return weights
 
     @model_validator(mode="after")
     def _one_source(self) -> TeacherConfig:
@@ -598,6 +609,7 @@ class PipelineConfig(StrictModel):
             (self.distill.teacher_logits != "online", "distill.teacher_logits: generative distillation needs the teacher's logits at every response position, "
                                                       "including student-written ones (on-policy): use online"),  # fmt: skip
             (self.teacher.path is not None and self.teacher.fine_tune, "teacher.fine_tune: not available for the generative task yet (a loaded teacher is used as it is)"),
+            (bool(self.teacher.task_weights), "teacher.task_weights: ranking tasks only (the generative teacher has one loss, on the response)"),
             (self.registry.objective == "auc_mean", "registry.objective: a generative model has no AUC; use val_loss (or bytes, params, ttft_p99_ms at equal val loss)"),
         ]
         trainings = [("teacher.train", self.teacher.train)] + [(f"distill.phases.{i}.train", p.train) for i, p in enumerate(self.distill.phases)]
@@ -642,6 +654,9 @@ class PipelineConfig(StrictModel):
                 )
         if self.runtime.dtype == "fp16" and self.runtime.device == "cpu":
             raise ValueError("runtime.dtype: fp16 mixed precision needs a GPU (runtime.device: cpu); use bf16 on a CPU")
+        unknown = sorted(set(self.teacher.task_weights) - set(self.data.tasks))
+        if unknown:
+            raise ValueError(f"teacher.task_weights: {unknown} not among data.tasks {list(self.data.tasks)}")
         if self.teacher.path is not None and self.data.tokenizer.kind == "bpe":
             raise ValueError(
                 "teacher.path loads a trained teacher, which brings its own tokenizer: "

@@ -14,7 +14,7 @@ def key(config: Any) -> Any:
     """The teacher section and seed; a loaded teacher also by the digest of its folder (``make
     teacher`` rebuilds models/demo-teacher in place: the store must not serve the old one)."""
     section = dump(config.teacher)
-    for later in ("fine_tune", "deepspeed"):  # settings added later: left out at their defaults, so existing keys hold
+    for later in ("fine_tune", "deepspeed", "task_weights"):  # settings added later: left out at their defaults, so existing keys hold
         if section[later] == dump(type(config.teacher).model_fields[later].get_default(call_default_factory=True)):
             section.pop(later)
     if config.teacher.path is not None:

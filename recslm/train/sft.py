@@ -24,7 +24,7 @@ from recslm.data.tokenizer import answer_token_ids
 from recslm.models.prefix import Group, answer_logits_shared
 from recslm.train.runner import ListDataset, LogFn, ResumingTrainer, StepFn, TrainReport, Validation, callbacks, collate_list, fit, training_arguments
 
-__all__ = ["AnswerTokenTrainer", "LogFn", "TrainReport", "answer_targets", "train_answer_model"]
+__all__ = ["AnswerTokenTrainer", "LogFn", "TrainReport", "answer_targets", "task_weight_vector", "train_answer_model"]
 
 
 def answer_targets(groups: Sequence[Group], answer_ids: dict[int, int], device: torch.device) -> torch.Tensor:
@@ -35,10 +35,11 @@ def answer_targets(groups: Sequence[Group], answer_ids: dict[int, int], device: 
 class AnswerTokenTrainer(ResumingTrainer):
     """Trainer whose loss is cross-entropy of the answer token, computed prefix-shared."""
 
-    def __init__(self, *args: Any, answer_ids: dict[int, int], pad_id: int, **kwargs: Any):
+    def __init__(self, *args: Any, answer_ids: dict[int, int], pad_id: int, task_weights: dict[str, float] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.answer_ids = answer_ids
         self.pad_id = pad_id
+        self.task_weights = dict(task_weights or {})
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
         groups: list[Group] = inputs["items"]
@@ -46,8 +47,18 @@ class AnswerTokenTrainer(ResumingTrainer):
         # model, not a DeepSpeed engine (whose ``config`` is DeepSpeed's dict); ZeRO's hooks
         # sit on the submodules and still gather partitioned weights
         logits = answer_logits_shared(self.accelerator.unwrap_model(model), groups, self.pad_id)
-        loss = torch.nn.functional.cross_entropy(logits, answer_targets(groups, self.answer_ids, logits.device))
+        targets = answer_targets(groups, self.answer_ids, logits.device)
+        if not self.task_weights:
+            loss = torch.nn.functional.cross_entropy(logits, targets)
+        else:  # a weighted mean: a task's weight scales its share of the batch's loss
+            weights = task_weight_vector(groups, self.task_weights, logits.device)
+            loss = (torch.nn.functional.cross_entropy(logits, targets, reduction="none") * weights).sum() / weights.sum()
         return (loss, None) if return_outputs else loss
+
+
+def task_weight_vector(groups: Sequence[Group], task_weights: dict[str, float], device: torch.device) -> torch.Tensor:
+    """Each candidate's loss weight: its group's task weight (1 for a task not named)."""
+    return torch.tensor([task_weights.get(g.task, 1.0) for g in groups for _ in g.labels], device=device, dtype=torch.float32)
 
 
 def train_answer_model(
@@ -62,9 +73,11 @@ def train_answer_model(
     on_step: StepFn | None = None,
     deepspeed: dict[str, Any] | None = None,
     validation: Validation | None = None,
+    task_weights: dict[str, float] | None = None,
 ) -> TrainReport:
     """Train ``model`` in place on the answer token of every candidate; resume if checkpoints exist.
-    With ``cfg.eval_steps`` and ``validation``, the best checkpoint on val is the one kept."""
+    With ``cfg.eval_steps`` and ``validation``, the best checkpoint on val is the one kept;
+    ``task_weights`` scale each task's share of the loss (the teacher's ``task_weights``)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     trainer = AnswerTokenTrainer(
         model=model,
@@ -76,5 +89,6 @@ def train_answer_model(
         validation=validation if cfg.eval_steps else None,
         answer_ids=answer_token_ids(tokenizer),
         pad_id=tokenizer.pad_token_id,
+        task_weights=task_weights,
     )
     return fit(trainer, output_dir, examples=sum(len(g.labels) for g in groups), items=len(groups))
