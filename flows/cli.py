@@ -71,14 +71,17 @@ def reproduce(
     config: ConfigArg,
     quick: Annotated[bool, typer.Option(help="Every row on tiny settings (the study's quick_* fields): a few minutes.")] = False,
     study_id: Annotated[Optional[str], typer.Option(help="Study id (default: time stamp + random suffix); the report goes to <run.root>/reproduce/<id>/.")] = None,
+    rows: Annotated[Optional[str], typer.Option(help="Only these rows, comma-separated (e.g. gen_kd_vs_sft,gen_losses); default: the config's rows.")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks for recslm's own errors too.")] = False,
 ) -> None:
     """Re-measure the paper's findings: every arm at every seed, effects with 95 % intervals, computed verdicts."""
     from recslm.cli import console
-    from recslm.reproduce.study import load_study
+    from recslm.reproduce.study import load_study, study_with_rows
 
     try:
         study = load_study(config)
+        if rows:
+            study = study_with_rows(study, [r.strip() for r in rows.split(",") if r.strip()], config)
         _prefect_defaults()
         from flows.reproduce import reproduce as reproduce_flow
 
@@ -93,12 +96,12 @@ def reproduce(
 
     from recslm.cli import print_table
 
-    table = Table(title=f"findings ({'quick, ' if quick else ''}{len(result['header']['seeds'])} paired seeds; effect = b - a on test mean AUC, 95 % interval)")
-    for col in ("row", "b - a", "effect", "95 % interval", "verdict", "claim"):
+    table = Table(title=f"findings ({'quick, ' if quick else ''}{len(result['header']['seeds'])} paired seeds; effect = b - a in the row's metric, 95 % interval)")
+    for col in ("row", "b - a", "metric", "effect", "95 % interval", "verdict", "claim"):
         table.add_column(col, justify="right" if col in ("effect", "95 % interval") else "left", no_wrap=col != "claim")
     for f in result["findings"]:
         low, high = f["ci95"]
-        table.add_row(f["row"], f"{f['b']} - {f['a']}", f"{f['effect']:+.4f}", f"[{low:+.4f}, {high:+.4f}]", f["verdict"], f["claim"])
+        table.add_row(f["row"], f"{f['b']} - {f['a']}", f["metric"], f"{f['effect']:+.4f}", f"[{low:+.4f}, {high:+.4f}]", f["verdict"], f["claim"])
     print_table(table)
     for f in result["findings"]:
         if f["note"]:

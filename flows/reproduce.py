@@ -16,15 +16,26 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from recslm.config import PipelineConfig, load_config
+from recslm.errors import ConfigError
 from recslm.reproduce.findings import Finding
+from recslm.reproduce.generative import generative_arms, generative_findings
 from recslm.reproduce.report import findings_table, write_report
 from recslm.reproduce.study import ARM_BASE, StudyConfig, arms, findings
 from tasks.tracking import Tracker, artifact_location_for
 
+# a generative arm keeps its student whatever its val loss (the rows compare arms, not the bar)
+GENERATIVE_ARM_BASE = [*ARM_BASE, "select.max_val_loss_increase_pct=100000"]
 
-def arm_config(study: StudyConfig, overrides: list[str], seed: int) -> PipelineConfig:
-    """The pipeline config of one arm at one seed."""
-    return load_config(study.base, [*study.set, *ARM_BASE, *overrides, f"distill.seed={seed}"])
+
+def planned_arms(study: StudyConfig) -> dict[str, tuple[Path, list[str]]]:
+    """Every arm of the rows asked for: name -> (its base config, the overrides before the seed)."""
+    out = {arm: (study.base, [*study.set, *ARM_BASE, *overrides]) for arm, overrides in arms(study).items()}
+    gen = study.generative
+    if gen is not None and study.generative_rows():
+        base = load_config(gen.base, [*gen.set, *GENERATIVE_ARM_BASE])
+        for arm, overrides in generative_arms(gen, study.generative_rows(), base).items():
+            out[arm] = (gen.base, [*gen.set, *GENERATIVE_ARM_BASE, *overrides])
+    return out
 
 
 @flow(name="recslm-reproduce", log_prints=True)
@@ -38,20 +49,29 @@ def reproduce(study: StudyConfig, *, quick: bool = False, study_id: str | None =
     seeds = study.seeds
     started = time.perf_counter()
     models: dict[str, list[dict[str, dict[str, Any]]]] = {}
+    stages: dict[str, list[dict[str, dict[str, Any]]]] = {}
     cached: dict[str, int] = {}
-    config = None
-    for arm, overrides in arms(study).items():
+    first_config: PipelineConfig | None = None
+    for arm, (base, overrides) in planned_arms(study).items():
         for seed in seeds:
-            config = arm_config(study, overrides, seed)
+            config = load_config(base, [*overrides, f"distill.seed={seed}"])
+            first_config = first_config or config
             summary = compress(config, run_id=f"{study_id}-{arm}-s{seed}")
             models.setdefault(arm, []).append({m.name: m.model_dump(mode="json") for m in summary.models})
+            stages.setdefault(arm, []).append({stage: dict(record.metrics) for stage, record in summary.stages.items()})
             cached[f"{arm}-s{seed}"] = sum(1 for s in summary.stages.values() if s.cached)
+    if first_config is None:
+        raise ConfigError("the study plans no arms: give it rows")
     rows = findings(study, models)
-    out_dir = Path(config.run.root) / "reproduce" / study_id
-    header = {"study": name, "study_id": study_id, "base": str(study.base), "seeds": seeds, "quick": quick,
+    if study.generative is not None:
+        rows += generative_findings(study.generative, study.generative_rows(), models, stages)
+    out_dir = Path(first_config.run.root) / "reproduce" / study_id
+    header = {"study": name, "study_id": study_id, "base": str(study.base), "seeds": seeds, "quick": quick, "rows": list(study.rows),
               "wall_s": round(time.perf_counter() - started, 1), "date": time.strftime("%Y-%m-%d")}  # fmt: skip
+    if study.generative is not None and study.generative_rows():
+        header["generative_base"] = str(study.generative.base)
     paths = write_report(rows, out_dir, header)
-    _track(config, study_id, name, rows, paths)
+    _track(first_config, study_id, name, rows, paths)
     logger.info("findings:\n%s", findings_table(rows))
     return {"header": header, "findings": [f.model_dump(mode="json") for f in rows], "dir": str(out_dir), "stages_cached": cached}
 

@@ -12,6 +12,9 @@ The verdict is computed, never written down:
   zero. ``holds`` when the interval lies on that side of zero, ``does not hold`` when it
   lies on the other side, ``no signal at this scale`` when it contains zero (the interval
   is wider than the effect).
+- ``direction: different``: the paper says the change matters, without a side. ``holds``
+  when the interval excludes zero, ``no signal at this scale`` otherwise (with a ``margin``,
+  ``does not hold`` when the interval lies inside [-margin, +margin]).
 - ``direction: equivalent`` with a ``margin``: the paper says the change is negligible.
   ``holds`` when the interval lies inside [-margin, +margin], ``does not hold`` when it lies
   entirely outside, ``no signal at this scale`` otherwise.
@@ -26,7 +29,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from scipy import stats
 
-Direction = Literal["positive", "negative", "equivalent"]
+Direction = Literal["positive", "negative", "different", "equivalent"]
 Verdict = Literal["holds", "does not hold", "no signal at this scale"]
 LEVEL = 0.95
 
@@ -65,6 +68,12 @@ def verdict(interval: Interval, direction: Direction, margin: float | None = Non
         if -margin <= interval.low and interval.high <= margin:
             return "holds"
         if interval.low > margin or interval.high < -margin:
+            return "does not hold"
+        return "no signal at this scale"
+    if direction == "different":
+        if interval.low > 0 or interval.high < 0:
+            return "holds"
+        if margin is not None and -margin <= interval.low and interval.high <= margin:
             return "does not hold"
         return "no signal at this scale"
     if interval.low > 0:

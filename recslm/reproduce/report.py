@@ -53,7 +53,7 @@ def effects_figure(findings: Sequence[Finding], path: Path) -> Path:
         ax.errorbar(f.effect, i, xerr=[[f.effect - low], [high - f.effect]], fmt="o", color=colors[f.verdict], capsize=3)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(findings)), [f"{f.row}: {f.b} - {f.a}" for f in reversed(findings)], fontsize=8)
-    ax.set_xlabel("effect (test mean AUC), 95 % interval over paired seeds")
+    ax.set_xlabel("effect b - a in the row's metric (test mean AUC; test loss for gen_*), 95 % interval over paired seeds")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -15,19 +15,25 @@ study's ``student``:
   no re-distillation, vs the unpruned student.
 - ``size``: the most pruned student vs the teacher: AUC (equivalence within ``size_margin``)
   and the parameter and byte ratios beside it.
+
+The generative rows (``gen_*``, the paper's Table 1) run on their own base, a generative
+config (``generative:``), and measure test response loss (:mod:`recslm.reproduce.generative`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
 from recslm.config import StrictModel, StudentSpec
 from recslm.reproduce.findings import Direction, Finding, finding
+from recslm.reproduce.generative import GenerativeRow, GenerativeStudy
 
-RowName = Literal["kd_vs_sft", "loss_choice", "prune_ratio", "size"]
+RankingRow = Literal["kd_vs_sft", "loss_choice", "prune_ratio", "size"]
+RowName = RankingRow | GenerativeRow
+RANKING_ROWS: tuple[str, ...] = get_args(RankingRow)
 # every arm's run: the study's student alone, no deploy, no registry; select keeps it whatever its AUC
 ARM_BASE = ["distill.sft_baseline=false", "prune.enabled=false", "quantize.enabled=false", "serve.enabled=false", "bench.enabled=false", "registry.enabled=false",
             "select.max_auc_drop_pct=100", "select.require_teacher_gate=false"]  # fmt: skip
@@ -47,11 +53,23 @@ class StudyConfig(StrictModel):
     quick: list[str] = Field(default_factory=list, description="Overrides added by --quick (instead of set): tiny settings, every row, a few minutes.")
     quick_seeds: list[int] = Field([0, 1], min_length=2, description="Seeds with --quick.")
     quick_prune_ratios: list[float] = Field([0.5, 0.875], min_length=1, description="prune_ratios with --quick.")
+    generative: GenerativeStudy | None = Field(None, description="The generative rows' base, student and knobs (needed by the gen_* rows).")
 
     def for_quick(self) -> StudyConfig:
         """The study as --quick runs it: the quick base, overrides, seeds and ratios (every row kept)."""
         return self.model_copy(update={"base": self.quick_base or self.base, "set": self.quick, "seeds": self.quick_seeds,
-                                       "prune_ratios": sorted(set(self.quick_prune_ratios))})  # fmt: skip
+                                       "prune_ratios": sorted(set(self.quick_prune_ratios)),
+                                       "generative": self.generative.for_quick() if self.generative else None})  # fmt: skip
+
+    def with_rows(self, rows: list[str]) -> StudyConfig:
+        """The study restricted to ``rows`` (the CLI's --rows), validated like the config's own."""
+        return StudyConfig.model_validate({**self.model_dump(), "rows": rows})
+
+    def ranking_rows(self) -> list[str]:
+        return [r for r in self.rows if r in RANKING_ROWS]
+
+    def generative_rows(self) -> list[str]:
+        return [r for r in self.rows if r not in RANKING_ROWS]
 
     @field_validator("seeds", "quick_seeds")
     @classmethod
@@ -71,11 +89,15 @@ class StudyConfig(StrictModel):
     def _size_needs_pruning(self) -> StudyConfig:
         if "size" in self.rows and not self.prune_ratios:
             raise ValueError("rows: size reads the most pruned student; give prune_ratios")
+        if self.generative_rows() and self.generative is None:
+            raise ValueError(f"rows: {', '.join(self.generative_rows())} need a generative: section (its base, student and knobs)")
         return self
 
 
 def arms(study: StudyConfig) -> dict[str, list[str]]:
-    """Arm name -> its overrides (on top of the base, ``set`` and :data:`ARM_BASE`), for the rows asked for."""
+    """Arm name -> its overrides (on top of the base, ``set`` and :data:`ARM_BASE`), for the ranking rows asked for."""
+    if not study.ranking_rows():
+        return {}
     student = f"students=[{_student_yaml(study)}]"
     out: dict[str, list[str]] = {"kd": [student, "distill.sft_baseline=true"]}
     if "loss_choice" in study.rows:
@@ -108,7 +130,9 @@ Values = dict[str, dict[str, Any]]  # arm -> per seed (in seed order) a list of 
 
 
 def findings(study: StudyConfig, models: dict[str, list[dict[str, dict[str, Any]]]], metric: str = "auc_mean") -> list[Finding]:
-    """The findings of the rows asked for, from ``models``: arm -> one {model name: summary line} per seed."""
+    """The findings of the ranking rows asked for, from ``models``: arm -> one {model name: summary line} per seed."""
+    if not study.ranking_rows():
+        return []
     student, sft = study.student.name, f"{study.student.name}-sft"
 
     def values(arm: str, name: str, field: str = metric) -> list[float]:
@@ -171,7 +195,23 @@ def load_study(path: Path) -> StudyConfig:
         study = StudyConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, str(file))) from None
-    for where, base in (("base", study.base), ("quick_base", study.quick_base)):
+    bases = [("base", study.base), ("quick_base", study.quick_base)]
+    if study.generative is not None:
+        bases += [("generative.base", study.generative.base), ("generative.quick_base", study.generative.quick_base)]
+    for where, base in bases:
         if base is not None and not Path(base).is_file():
             raise ConfigError(f"{file}: {where}: {base} is not a pipeline config file")
     return study
+
+
+def study_with_rows(study: StudyConfig, rows: list[str], source: Path | str) -> StudyConfig:
+    """``study`` restricted to ``rows`` (the CLI's --rows); an unknown row or a missing section names the file."""
+    from pydantic import ValidationError
+
+    from recslm.config import format_validation_error
+    from recslm.errors import ConfigError
+
+    try:
+        return study.with_rows(rows)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, f"{source} (--rows)")) from None

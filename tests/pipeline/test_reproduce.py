@@ -9,7 +9,8 @@ from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 
-ROWS = {"kd_vs_sft", "loss_choice", "prune_ratio", "size"}
+RANKING_ROWS = {"kd_vs_sft", "loss_choice", "prune_ratio", "size"}
+GENERATIVE_ROWS = {"gen_kd_vs_sft", "gen_losses", "gen_schedules", "gen_sampling", "gen_teacher_size"}
 VERDICTS = {"holds", "does not hold", "no signal at this scale"}
 
 
@@ -31,7 +32,8 @@ def test_every_row_carries_an_effect_an_interval_and_a_verdict(quick):
     out = quick["root"] / "reproduce" / "quick"
     report = json.loads((out / "reproduce.json").read_text())
     assert report["header"]["quick"] is True and report["header"]["seeds"] == [0, 1]
-    assert {f["row"] for f in report["findings"]} == ROWS
+    assert {f["row"] for f in report["findings"]} == RANKING_ROWS | GENERATIVE_ROWS
+    assert {f["metric"] for f in report["findings"] if f["row"] in GENERATIVE_ROWS} == {"test loss"}
     for f in report["findings"]:
         low, high = f["ci95"]
         assert f["claim"] and f["paper"] and low <= f["effect"] <= high and f["verdict"] in VERDICTS
@@ -45,7 +47,7 @@ def test_every_row_carries_an_effect_an_interval_and_a_verdict(quick):
 
 
 def test_arms_share_the_teacher_and_pair_the_seeds(quick):
-    runs = sorted(p.name for p in quick["root"].iterdir() if p.name.startswith("quick-"))
+    runs = sorted(p.name for p in quick["root"].iterdir() if p.name.startswith("quick-") and not p.name.startswith("quick-gen-"))
     assert len(runs) == 8  # 4 arms x 2 seeds (the pruning rides on the KD arm)
     teachers = {json.loads((quick["root"] / r / "summary.json").read_text())["stages"]["teacher"]["key"] for r in runs}
     assert len(teachers) == 1  # one teacher for every arm and seed
@@ -68,3 +70,22 @@ def test_the_report_is_in_mlflow(quick):
     run = next(r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name == "quick")
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"reproduce.md", "reproduce.json", "reproduce.png"}
     assert any(k.endswith(".effect") for k in run.data.metrics)
+
+
+def test_generative_arms_share_their_teacher_and_vary_what_their_row_names(quick):
+    root = quick["root"]
+    summaries = {p.name: json.loads((p / "summary.json").read_text()) for p in root.iterdir() if p.name.startswith("quick-gen-")}
+    assert len(summaries) == 20  # 10 arms x 2 seeds
+    teachers = {name: s["stages"]["teacher"]["key"] for name, s in summaries.items()}
+    assert len({k for n, k in teachers.items() if "teacher-tiny" not in n}) == 1  # the base teacher, trained once
+    assert len(set(teachers.values())) == 2  # and the other size
+    recipe, ofkl = summaries["quick-gen-recipe-s0"], summaries["quick-gen-ofkl-s0"]
+    assert all(m["task"] == "generative" for s in summaries.values() for m in s["models"])
+    # the on-policy arms sampled (a share of their wall time), the off-policy one did not
+    assert recipe["stages"]["distill.llama-96x2"]["metrics"]["sampling_share"] > 0 < ofkl["stages"]["distill.llama-96x2"]["metrics"]["sampling_share"]
+    assert summaries["quick-gen-fkl-s0"]["stages"]["distill.llama-96x2"]["metrics"]["sampling_share"] == 0
+    # paired seeds: the seed changes the student, not the data or the teacher
+    s0, s1 = summaries["quick-gen-rkl-s0"], summaries["quick-gen-rkl-s1"]
+    assert s0["stages"]["data"]["key"] == s1["stages"]["data"]["key"] and s0["stages"]["distill.llama-96x2"]["key"] != s1["stages"]["distill.llama-96x2"]["key"]
+    rows = [f for f in quick["first"]["findings"] if f["row"] == "gen_schedules"]
+    assert rows and "sampling share" in rows[0]["note"]

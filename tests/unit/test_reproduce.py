@@ -96,3 +96,125 @@ def test_a_study_config_names_the_bad_field(tmp_path):
     bad.write_text("base: nowhere.yaml\nstudent: {name: s, arch: {family: llama}}\n")
     with pytest.raises(ConfigError, match="base: nowhere.yaml"):
         load_study(bad)
+
+
+# --------------------------------------------------------------------------- the generative rows (Table 1)
+
+GEN_ROWS = ["gen_kd_vs_sft", "gen_losses", "gen_schedules", "gen_sampling", "gen_teacher_size"]
+TINY = {"family": "llama", "hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 96}
+
+
+def _gen_study(**changes):
+    generative = {"base": "configs/smoke-generative.yaml", "student": {"name": "g", "arch": TINY},
+                  "teachers": [{"name": "small", "arch": TINY}], "on_policy_fraction": 1.0, **changes.pop("generative", {})}  # fmt: skip
+    return _study(rows=GEN_ROWS, generative=generative, **changes)
+
+
+def _gen_base(study):
+    from flows.reproduce import GENERATIVE_ARM_BASE
+    from recslm.config import load_config
+
+    return load_config(study.generative.base, [*study.generative.set, *GENERATIVE_ARM_BASE])
+
+
+def test_the_generative_arms_vary_one_thing_each_at_equal_total_steps():
+    from recslm.config import load_config
+    from recslm.reproduce.generative import generative_arms
+
+    study = _gen_study()
+    base = _gen_base(study)
+    planned = generative_arms(study.generative, study.generative_rows(), base)
+    assert set(planned) == {"gen-fkl", "gen-rkl", "gen-jsd", "gen-recipe", "gen-ofkl", "gen-sft-ofkl", "gen-temperature", "gen-length",
+                            "gen-fraction", "gen-teacher-small"}  # fmt: skip
+    assert arms(study) == {}  # no ranking row: no ranking arm
+    recipe = base.distill.phases
+    total = sum(p.train.max_steps for p in recipe)
+
+    def config(arm):
+        from flows.reproduce import GENERATIVE_ARM_BASE
+
+        return load_config(study.generative.base, [*GENERATIVE_ARM_BASE, *planned[arm]])
+
+    for arm, (loss, fraction) in {"gen-fkl": ("forward_kl", 0.0), "gen-rkl": ("reverse_kl", 0.0), "gen-jsd": ("jsd", 0.0),
+                                  "gen-ofkl": ("forward_kl", recipe[1].on_policy_fraction)}.items():  # fmt: skip
+        (phase,) = config(arm).distill.phases
+        assert (phase.loss, phase.on_policy_fraction, phase.train.max_steps) == (loss, fraction, total), arm
+        assert phase.train.learning_rate == recipe[0].train.learning_rate
+    assert config("gen-fkl").distill.sft_baseline and not config("gen-rkl").distill.sft_baseline
+    assert [p.loss for p in config("gen-sft-ofkl").distill.phases] == ["sft", "forward_kl"]
+    assert config("gen-recipe").distill.phases == recipe and [s.name for s in config("gen-recipe").students] == ["g"]
+    assert config("gen-temperature").distill.sampling.temperature == 0.8 and config("gen-temperature").distill.phases == recipe
+    assert config("gen-fraction").distill.phases[1].on_policy_fraction == 1.0 != recipe[1].on_policy_fraction
+    assert config("gen-teacher-small").teacher.arch.hidden_size == 32 != base.teacher.arch.hidden_size
+
+
+def test_every_generative_row_reads_its_arms_and_computes_its_verdicts():
+    from recslm.reproduce.generative import generative_findings
+
+    study = _gen_study()
+    line = {"loss": 3.0}
+
+    def run(student: float, sft: float = 3.0, teacher: float = 2.9) -> dict:
+        return {"g": {**line, "loss": student}, "g-sft": {**line, "loss": sft}, "teacher": {**line, "loss": teacher}}
+
+    noise = (0.0, 0.002, -0.002)
+    models = {
+        "gen-fkl": [run(2.9 + d) for d in noise],  # 0.1 below its SFT twin: KD holds
+        "gen-rkl": [run(2.95 + d) for d in noise],  # above FKL: "RKL does not beat FKL" holds
+        "gen-jsd": [run(2.9 + d) for d in (0.003, -0.001, -0.002)],  # equal: no signal
+        "gen-recipe": [run(2.85 + d) for d in noise],  # two stages below both one-phase arms; below the teacher's 2.9
+        "gen-ofkl": [run(2.88 + d) for d in noise],
+        "gen-sft-ofkl": [run(2.85 + d) for d in (0.002, -0.003, 0.001)],
+        "gen-temperature": [run(2.80 + d) for d in noise],
+        "gen-length": [run(2.85 + d) for d in (0.001, -0.002, 0.001)],
+        "gen-fraction": [run(2.90 + d) for d in noise],
+        "gen-teacher-small": [run(2.95 + d, teacher=3.1) for d in noise],
+    }
+    stages = {"gen-recipe": [{"distill.g": {"sampling_share": 0.2}}] * 3, "gen-ofkl": [{"distill.g": {"sampling_share": 0.6}}] * 3}
+    rows = {(f.row, f.b, f.a): f for f in generative_findings(study.generative, GEN_ROWS, models, stages)}
+    assert {f.metric for f in rows.values()} == {"test loss"}
+    assert rows[("gen_kd_vs_sft", "FKL", "SFT")].verdict == "holds" and rows[("gen_kd_vs_sft", "FKL", "SFT")].effect == pytest.approx(-0.1)
+    assert rows[("gen_losses", "RKL", "FKL")].verdict == "holds"
+    assert rows[("gen_losses", "JSD", "FKL")].verdict == "no signal at this scale"
+    two = rows[("gen_schedules", "FKL -> oFKL", "FKL")]
+    assert two.verdict == "holds" and "FKL -> oFKL 20%" in two.note and "oFKL alone 60%" in two.note
+    assert rows[("gen_schedules", "FKL -> oFKL", "oFKL")].verdict == "holds"
+    assert rows[("gen_schedules", "FKL -> oFKL", "SFT -> oFKL")].verdict == "no signal at this scale"
+    assert rows[("gen_sampling", "temperature 0.8", "recipe")].verdict == "holds"  # "changes the result": either side
+    assert rows[("gen_sampling", "on-policy 1", "recipe")].verdict == "holds"
+    assert rows[("gen_sampling", "128 new tokens", "recipe")].verdict == "no signal at this scale"
+    small = rows[("gen_teacher_size", "small teacher", "base teacher")]
+    assert small.verdict == "does not hold" and "small 3.1000" in small.note  # its student ends 0.1 above the base teacher's
+    assert rows[("gen_teacher_size", "student (recipe)", "teacher")].verdict == "holds"  # 2.85 < the teacher's 2.9
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "margin", "verdict_"),
+    [(0.01, 0.02, None, "holds"), (-0.02, -0.01, None, "holds"), (-0.01, 0.02, None, "no signal at this scale"),
+     (-0.001, 0.001, 0.005, "does not hold")],
+)  # fmt: skip
+def test_a_change_that_matters_either_way(low, high, margin, verdict_):
+    from recslm.reproduce.findings import Interval
+
+    assert verdict(Interval(effect=(low + high) / 2, low=low, high=high, n=3, sd=0.0), "different", margin) == verdict_
+
+
+def test_generative_rows_refuse_what_would_measure_nothing(tmp_path):
+    from recslm.errors import ConfigError
+    from recslm.reproduce.generative import generative_arms
+    from recslm.reproduce.study import study_with_rows
+
+    with pytest.raises(ValueError, match="need a generative: section"):
+        _study(rows=["kd_vs_sft", "gen_losses"])
+    study = _gen_study(generative={"on_policy_fraction": 0.5})  # the smoke-generative recipe's own fraction
+    with pytest.raises(ConfigError, match=r"on_policy_fraction \(0.5\) equal the base's"):
+        generative_arms(study.generative, study.generative_rows(), _gen_base(study))
+    ranking = _gen_study(generative={"base": "configs/smoke.yaml"})
+    with pytest.raises(ConfigError, match="is a ranking config"):
+        generative_arms(ranking.generative, ranking.generative_rows(), _gen_base(ranking))
+    with pytest.raises(ConfigError, match="gen_teacher_size row needs"):
+        bare = _gen_study(generative={"teachers": []})
+        generative_arms(bare.generative, ["gen_teacher_size"], _gen_base(bare))
+    with pytest.raises(ConfigError, match=r"study.yaml \(--rows\)"):
+        study_with_rows(_study(), ["gen_nope"], "study.yaml")
+    assert study_with_rows(study, ["gen_losses"], "study.yaml").rows == ["gen_losses"]
