@@ -21,7 +21,8 @@ def quick(tmp_path_factory, prefect_harness, repo_root):
 
     root = tmp_path_factory.mktemp("reproduce")
     study = load_study(repo_root / "configs" / "reproduce.yaml")
-    study = study.model_copy(update={"quick": [*study.quick, f"run.root={root}"]})
+    generative = study.generative.model_copy(update={"quick": [*study.generative.quick, f"run.root={root}"]})
+    study = study.model_copy(update={"quick": [*study.quick, f"run.root={root}"], "generative": generative})
     first = reproduce(study, quick=True, study_id="quick", name="reproduce")
     # again, the rows that read the KD arm and the most pruned arm: all of it must come from the store
     second = reproduce(study.model_copy(update={"rows": ["kd_vs_sft", "size"]}), quick=True, study_id="again", name="reproduce")

@@ -1,4 +1,4 @@
-"""The smoke pipeline in production mode: its artifact store on an S3-compatible server (moto,
+"""The smoke pipeline (one of each stage) in production mode: its artifact store on an S3-compatible server (moto,
 localhost), its tracking and registry on an MLflow server (SQLite backend, run artifacts
 proxied to S3), each a real server on localhost, and its deploy on the Kubernetes target
 (against the in-memory cluster of :mod:`tests.fake_kube`, whose pods fetch the model from S3)."""
@@ -46,7 +46,7 @@ def test_smoke_pipeline_publishes_to_s3_and_a_fresh_worker_reuses_everything(s3_
     store_uri = "s3://artifacts/smoke-pipeline"
     mlflow_url, mlflow_folder = tracking_server
     first_root, second_root = tmp_path / "worker-a", tmp_path / "worker-b"
-    production = [f"store.uri={store_uri}", f"tracking.uri={mlflow_url}", "serve.target=kubernetes"]
+    production = [f"store.uri={store_uri}", f"tracking.uri={mlflow_url}", "serve.target=kubernetes", *_one_of_each_stage(repo_root)]
     cfg = load_config(repo_root / "configs" / "smoke.yaml", [f"run.root={first_root}", *production])
     first = compress(cfg, run_id="s3-first")
     assert not any(rec.cached for rec in first.stages.values())
@@ -120,6 +120,19 @@ def test_smoke_pipeline_publishes_to_s3_and_a_fresh_worker_reuses_everything(s3_
                 assert SECRET.encode() not in path.read_bytes(), path
     for key in stored:
         assert SECRET.encode() not in boto3.client("s3").get_object(Bucket=MLFLOW_ARTIFACT_BUCKET, Key=key)["Body"].read(), key
+
+
+def _one_of_each_stage(repo_root) -> list[str]:
+    """The smoke config with every kind of stage once (the store, the tracking and the deploy are
+    what this test is about; tests/pipeline runs the whole smoke config): one student without its
+    SFT twin, a one-epoch teacher, one pruning step, two quantization schemes."""
+    import json
+
+    from recslm.config import load_config
+
+    first_student = load_config(repo_root / "configs" / "smoke.yaml").students[0].model_dump(mode="json", exclude_none=True)
+    return ["teacher.train.epochs=1", "distill.sft_baseline=false", f"students=[{json.dumps(first_student)}]",
+            "prune.schedule=[{mlp_fraction: 0.5, heads_fraction: 0.5}]", "quantize.schemes=[fp8_dynamic, w4a16_gptq]"]  # fmt: skip
 
 
 def _deploy_stage(summary):
