@@ -61,10 +61,6 @@ class StudyConfig(StrictModel):
                                        "prune_ratios": sorted(set(self.quick_prune_ratios)),
                                        "generative": self.generative.for_quick() if self.generative else None})  # fmt: skip
 
-    def with_rows(self, rows: list[str]) -> StudyConfig:
-        """The study restricted to ``rows`` (the CLI's --rows), validated like the config's own."""
-        return StudyConfig.model_validate({**self.model_dump(), "rows": rows})
-
     def ranking_rows(self) -> list[str]:
         return [r for r in self.rows if r in RANKING_ROWS]
 
@@ -205,13 +201,14 @@ def load_study(path: Path) -> StudyConfig:
 
 
 def study_with_rows(study: StudyConfig, rows: list[str], source: Path | str) -> StudyConfig:
-    """``study`` restricted to ``rows`` (the CLI's --rows); an unknown row or a missing section names the file."""
+    """``study`` restricted to ``rows`` (the CLI's --rows), validated like the config's own rows:
+    an unknown row or a missing section names the file."""
     from pydantic import ValidationError
 
     from recslm.config import format_validation_error
     from recslm.errors import ConfigError
 
     try:
-        return study.with_rows(rows)
+        return StudyConfig.model_validate({**study.model_dump(), "rows": rows})
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, f"{source} (--rows)")) from None
