@@ -32,7 +32,7 @@ from recslm.reproduce.findings import Direction, Finding, finding
 from recslm.reproduce.generative import GenerativeRow, GenerativeStudy
 
 RankingRow = Literal["kd_vs_sft", "loss_choice", "prune_ratio", "size"]
-RowName = RankingRow | GenerativeRow
+RowName = Literal[RankingRow, GenerativeRow]  # one literal (nested literals flatten): one error message naming every row
 RANKING_ROWS: tuple[str, ...] = get_args(RankingRow)
 # every arm's run: the study's student alone, no deploy, no registry; select keeps it whatever its AUC
 ARM_BASE = ["distill.sft_baseline=false", "prune.enabled=false", "quantize.enabled=false", "serve.enabled=false", "bench.enabled=false", "registry.enabled=false",
