@@ -83,9 +83,8 @@ def generative_arms(gen: GenerativeStudy, rows: list[str], base: PipelineConfig)
     wanted = [r for r in rows if r in GENERATIVE_ROWS]
     if not wanted:
         return {}
-    recipe = _recipe_phases(gen, base)
-    first, second = recipe
-    total = first["train"].get("max_steps", -1) + second["train"].get("max_steps", -1)
+    first, second = _recipe_phases(gen, base)
+    total = first["train"]["max_steps"] + second["train"]["max_steps"]  # both set: checked by _recipe_phases
     student = f"students=[{json.dumps(gen.student.model_dump(mode='json', exclude_none=True))}]"
 
     def phases(*items: dict[str, Any]) -> str:
