@@ -6,17 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from recslm.progress import progress_bar
-from recslm.stages.base import Stage, StageContext, dump
+from recslm.stages.base import Stage, StageContext, without_later_defaults
 from recslm.store import ArtifactRef
 
 
 def key(config: Any) -> Any:
     """The teacher section and seed; a loaded teacher also by the digest of its folder (``make
     teacher`` rebuilds models/demo-teacher in place: the store must not serve the old one)."""
-    section = dump(config.teacher)
-    for later in ("fine_tune", "deepspeed", "task_weights"):  # settings added later: left out at their defaults, so existing keys hold
-        if section[later] == dump(type(config.teacher).model_fields[later].get_default(call_default_factory=True)):
-            section.pop(later)
+    section = without_later_defaults(config.teacher, ("fine_tune", "deepspeed", "task_weights"))  # existing keys hold
     if config.teacher.path is not None:
         from recslm.store.digest import folder_digest
 
