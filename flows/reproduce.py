@@ -20,7 +20,7 @@ from recslm.errors import ConfigError
 from recslm.reproduce.findings import Finding
 from recslm.reproduce.generative import generative_arms, generative_findings
 from recslm.reproduce.report import findings_table, write_report
-from recslm.reproduce.study import ARM_BASE, StudyConfig, arms, findings
+from recslm.reproduce.study import ARM_BASE, StudyConfig, arms, findings, prune_arm
 from tasks.tracking import Tracker, artifact_location_for
 
 # a generative arm keeps its student whatever its val loss (the rows compare arms, not the bar)
@@ -50,6 +50,7 @@ def reproduce(study: StudyConfig, *, quick: bool = False, study_id: str | None =
     started = time.perf_counter()
     models: dict[str, list[dict[str, dict[str, Any]]]] = {}
     stages: dict[str, list[dict[str, dict[str, Any]]]] = {}
+    uris: dict[str, list[dict[str, str]]] = {}
     cached: dict[str, int] = {}
     first_config: PipelineConfig | None = None
     for arm, (base, overrides) in planned_arms(study).items():
@@ -59,10 +60,13 @@ def reproduce(study: StudyConfig, *, quick: bool = False, study_id: str | None =
             summary = compress(config, run_id=f"{study_id}-{arm}-s{seed}")
             models.setdefault(arm, []).append({m.name: m.model_dump(mode="json") for m in summary.models})
             stages.setdefault(arm, []).append({stage: dict(record.metrics) for stage, record in summary.stages.items()})
+            uris.setdefault(arm, []).append({stage: record.uri for stage, record in summary.stages.items()})
             cached[f"{arm}-s{seed}"] = sum(1 for s in summary.stages.values() if s.cached)
     if first_config is None:
         raise ConfigError("the study plans no arms: give it rows")
-    rows = findings(study, models)
+    rows = findings(study, models, stages=stages)
+    if "serving" in study.rows:
+        rows += _serving(study, uris[prune_arm(study, max(study.prune_ratios))])
     if study.generative is not None:
         rows += generative_findings(study.generative, study.generative_rows(), models, stages)
     out_dir = Path(first_config.run.root) / "reproduce" / study_id
@@ -74,6 +78,22 @@ def reproduce(study: StudyConfig, *, quick: bool = False, study_id: str | None =
     _track(first_config, study_id, name, rows, paths)
     logger.info("findings:\n%s", findings_table(rows))
     return {"header": header, "findings": [f.model_dump(mode="json") for f in rows], "dir": str(out_dir), "stages_cached": cached}
+
+
+def _serving(study: StudyConfig, uris: list[dict[str, str]]) -> list[Finding]:
+    """The serving row: each seed's student and pruned student (the most pruned arm's) timed on
+    the local engine over the same test members."""
+    from recslm.data.build import load_split
+    from recslm.reproduce.serving import serving_findings, serving_values
+
+    per_seed = []
+    for seed_uris in uris:
+        remote = [uri for uri in seed_uris.values() if "://" in uri]
+        if remote:
+            raise ConfigError(f"rows: serving times models on this machine, but the store is remote ({remote[0]}); run it on a local store (store.uri)")
+        models = {"student": Path(seed_uris[f"distill.{study.student.name}"]) / "model", "pruned": Path(seed_uris["prune"]) / "model"}
+        per_seed.append(serving_values(models, load_split(Path(seed_uris["data"]), "test"), study.serving_members))
+    return serving_findings(per_seed, study.serving_members)
 
 
 def _track(config: PipelineConfig, study_id: str, name: str, rows: list[Finding], paths: dict[str, Path]) -> None:

@@ -336,9 +336,23 @@ class DistillConfig(StrictModel):
         None, pattern=r"^https?://\S+$", description="served: the SGLang (or recslm serve) endpoint running this run's teacher, e.g. http://teacher.recslm.svc:30000."
     )
     sft_baseline: bool = Field(False, description="Also train each student with cross-entropy only, for comparison.")
+    label_fraction: float = Field(
+        1.0, gt=0, le=1,
+        description="Share of the training groups whose labels the students see (a fixed subset, chosen by a hash of the group: the same for every arm, "
+        "seed and student). Below 1 the cross-entropy term, and the SFT baseline, use only those groups: the setting where distillation should help.",
+    )
+    unlabeled: Literal["drop", "kd"] = Field(
+        "drop", description="With label_fraction < 1, what the other training groups do: drop (not trained on) or kd (the divergence to the teacher only; the teacher needs no labels)."
+    )
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="How the student samples on-policy responses (generative data).")
     seed: Seed | None = Field(None, description="Seed of student initialization and data order; empty = run.seed (vary it alone to measure seed noise with the same teacher).")
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
+
+    @model_validator(mode="after")
+    def _unlabeled_needs_a_fraction(self) -> DistillConfig:
+        if self.unlabeled == "kd" and self.label_fraction == 1.0:
+            raise ValueError("distill.unlabeled: kd trains the unlabeled groups by KD alone, but label_fraction is 1 (every group is labeled); set label_fraction below 1")
+        return self
 
     @model_validator(mode="after")
     def _served_needs_a_url(self) -> DistillConfig:
@@ -382,6 +396,19 @@ class ProfileConfig(StrictModel):
     min_share: float = Field(0.25, ge=0, le=1, description="With prune.parts: auto, a part (attention or MLP) below this share of layer time at the longest length is not pruned.")
 
 
+class RedistillConfig(TrainConfig):
+    """How the pruned student is re-trained after each step: the train settings plus the loss."""
+
+    loss: Literal["forward_kl", "reverse_kl", "jsd", "sft"] = Field(
+        "forward_kl",
+        description="Re-distillation loss: a divergence to the unpruned student with the distill recipe's weights, or sft (cross-entropy to the labels only, no teacher): the paper's KD vs SFT after pruning.",
+    )
+
+    def train(self) -> TrainConfig:
+        """The train settings alone, as a distill phase takes them."""
+        return TrainConfig(**self.model_dump(exclude={"loss"}))
+
+
 class PruneConfig(StrictModel):
     enabled: bool = Field(False, description="Run the profile and prune stages on the selected student.")
     method: Literal["osscar", "magnitude", "wanda", "variance"] = Field("osscar", description="Pruning algorithm.")
@@ -393,7 +420,7 @@ class PruneConfig(StrictModel):
         description="Explicit gradual schedule of cumulative targets (e.g. MLP 0.1875, MLP 0.375, then heads 0.5); empty = `steps` equal steps to mlp_fraction / heads_fraction.",
     )
     parts: Literal["config", "auto"] = Field("config", description="auto: skip a part whose share of layer time (profile stage) is below profile.min_share.")
-    redistill: TrainConfig | None = Field(None, description="Re-distill after each step from the unpruned student with the distill recipe (forward KL); empty = no re-distillation.")
+    redistill: RedistillConfig | None = Field(None, description="Re-train after each step, from the unpruned student as teacher (redistill.loss: forward KL by default, or sft); empty = no re-training.")
     align: int = Field(1, ge=1, description="Kept widths are multiples of this (128 on GPUs).")
     ridge: float = Field(
         1e-4,
@@ -610,6 +637,7 @@ class PipelineConfig(StrictModel):
                                                       "including student-written ones (on-policy): use online"),  # fmt: skip
             (self.teacher.path is not None and self.teacher.fine_tune, "teacher.fine_tune: not available for the generative task yet (a loaded teacher is used as it is)"),
             (bool(self.teacher.task_weights), "teacher.task_weights: ranking tasks only (the generative teacher has one loss, on the response)"),
+            (self.distill.label_fraction < 1, "distill.label_fraction: ranking tasks only for now (a generative record's label is its response)"),
             (self.registry.objective == "auc_mean", "registry.objective: a generative model has no AUC; use val_loss (or bytes, params, ttft_p99_ms at equal val loss)"),
         ]
         trainings = [("teacher.train", self.teacher.train)] + [(f"distill.phases.{i}.train", p.train) for i, p in enumerate(self.distill.phases)]

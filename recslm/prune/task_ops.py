@@ -2,7 +2,8 @@
 
 Pruning itself (OSSCAR on layer inputs, slicing) does not care what the model is for; the
 three things around it do. :class:`RankingOps`: calibration on in-domain prompts, val AUC,
-re-distillation with the answer-token recipe. :class:`GenerativeOps`: calibration on
+re-distillation with the answer-token recipe (or, with ``prune.redistill.loss: sft``, cross-entropy
+alone: the paper's SFT arm after pruning). :class:`GenerativeOps`: calibration on
 training prompts followed by their reference responses (the activations a writing model
 sees), val response loss, re-distillation with forward KL on whole responses. Both
 re-distill from the *unpruned* model.
@@ -60,7 +61,7 @@ class RankingOps:
     def redistill(self, model: Any, original: Any, folder: Path, *, seed: int, on_log: LogFn | None, on_step: StepFn | None) -> tuple[Any, int]:
         from recslm.train.distill import distill_student
 
-        phase = DistillPhase(loss="forward_kl", train=self.prune.redistill)
+        phase = DistillPhase(loss=self.prune.redistill.loss, train=self.prune.redistill.train())
         model, phases = distill_student(model, original, self.tokenizer, self.groups, self.distill, folder,
                                         seed=seed, phases=[phase], on_log=on_log, on_step=on_step, validation=self.validation)  # fmt: skip
         return model, sum(p.steps for p in phases)
@@ -94,7 +95,7 @@ class GenerativeOps:
     def redistill(self, model: Any, original: Any, folder: Path, *, seed: int, on_log: LogFn | None, on_step: StepFn | None) -> tuple[Any, int]:
         from recslm.train.generative import distill_generative_phases
 
-        phase = DistillPhase(loss="forward_kl", train=self.prune.redistill)
+        phase = DistillPhase(loss=self.prune.redistill.loss, train=self.prune.redistill.train())
         reports = distill_generative_phases(
             model, original, self.tokenizer, self.train, [phase], output_dir=folder, seed=seed, beta=self.distill.beta,
             temperature=self.distill.temperature, kd_weight=self.distill.kd_weight, ce_weight=self.distill.ce_weight,

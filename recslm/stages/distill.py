@@ -9,7 +9,7 @@ from typing import Any, Literal
 from recslm.config import StudentSpec
 from recslm.errors import ConfigError
 from recslm.progress import progress_bar
-from recslm.stages.base import Stage, StageContext, dump
+from recslm.stages.base import Stage, StageContext, dump, without_later_defaults
 from recslm.store import ArtifactRef
 
 Role = Literal["student", "sft_baseline"]
@@ -25,10 +25,14 @@ def key(config: Any, student: str, role: Role) -> Any:
         from recslm.store.digest import folder_digest
 
         described["digest"] = folder_digest(spec.path, f"students[{student}].path")
+    labels = config.distill.label_fraction
     if role == "sft_baseline":
         phases = [dump(p) for p in sft_phases(config.distill)]
-        return {"student": described, "role": role, "phases": phases, "seed": config.student_seed()}
-    distill = config.distill.model_dump(mode="json", exclude={"sft_baseline", "seed", "teacher_url"})  # the targets decide, not their address
+        out = {"student": described, "role": role, "phases": phases, "seed": config.student_seed()}
+        return out if labels == 1 else {**out, "label_fraction": labels}  # all labels: keys from before the setting hold
+    distill = without_later_defaults(config.distill, ("label_fraction", "unlabeled"))
+    for name in ("sft_baseline", "seed", "teacher_url"):  # the targets decide, not their address
+        distill.pop(name, None)
     if config.distill.teacher_logits == "online":
         distill.pop("topk")
     return {"student": described, "role": role, "distill": distill, "seed": config.student_seed()}

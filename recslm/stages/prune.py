@@ -17,6 +17,8 @@ def key(config: Any, model_name: str) -> Any:
     (with ``parts: auto`` the profile decides which parts are pruned). ``step_reports`` names
     the split the per-step AUCs are measured on (val: test is scored once, by evaluate)."""
     prune = config.prune.model_dump(mode="json", exclude={"enabled"})
+    if prune["redistill"] is not None and prune["redistill"]["loss"] == "forward_kl":
+        del prune["redistill"]["loss"]  # the default, left out: keys from before the setting existed still hold
     recipe = config.distill.model_dump(mode="json", include=RECIPE_FIELDS)
     return {"prune": prune, "recipe": recipe, "seed": config.student_seed(), "min_share": config.profile.min_share, "step_reports": "val"}
 

@@ -51,6 +51,7 @@ class DistillItem:
 
     group: Group
     targets: TopkTargets | None = None
+    labeled: bool = True  # False: a group outside distill.label_fraction's subset, trained by KD alone
 
 
 @dataclass
@@ -92,7 +93,7 @@ def recipe_loss(
     head = tokenizer_logits(student.get_output_embeddings(), vocab_size)
     answer_logits = head(fwd.answer_rows()).float()
     device = answer_logits.device
-    ce = F.cross_entropy(answer_logits, answer_targets(groups, answer_ids, device))
+    ce = labeled_cross_entropy(answer_logits, answer_targets(groups, answer_ids, device), items)
     parts: dict[str, torch.Tensor] = {"ce": ce.detach()}
     loss = weights.ce * ce
     if weights.kd == 0.0 and weights.prompt == 0.0:
@@ -123,6 +124,32 @@ def recipe_loss(
         parts["prompt_kd"] = prompt.detach()
         loss = loss + weights.prompt * prompt
     return loss, parts
+
+
+def labeled_cross_entropy(answer_logits: torch.Tensor, targets: torch.Tensor, items: Sequence[DistillItem]) -> torch.Tensor:
+    """Cross-entropy to the label, averaged over the candidates of labeled groups only; zero
+    (still on the graph) when the batch holds none. With every group labeled, the plain mean."""
+    if all(it.labeled for it in items):
+        return F.cross_entropy(answer_logits, targets)
+    mask = torch.tensor([it.labeled for it in items for _ in it.group.labels], device=answer_logits.device)
+    per = F.cross_entropy(answer_logits, targets, reduction="none")
+    return (per * mask).sum() / mask.sum().clamp(min=1)
+
+
+def labeled_groups(groups: Sequence[Group], fraction: float) -> list[bool]:
+    """Which groups' labels are seen under ``distill.label_fraction``: a group is labeled when a
+    hash of its member, task and prompt falls below ``fraction``. Fixed by the data alone, so
+    every arm, seed and student (KD or SFT) sees the same labeled subset."""
+    import hashlib
+
+    if fraction >= 1:
+        return [True] * len(groups)
+
+    def position(g: Group) -> float:
+        digest = hashlib.sha256(f"{g.member_id}\x00{g.task}\x00{','.join(map(str, g.prefix_ids))}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    return [position(g) < fraction for g in groups]
 
 
 class DistillTrainer(ResumingTrainer):
@@ -168,14 +195,22 @@ class PhaseReport:
     best_step: int | None = None  # the checkpoint kept, chosen on val (None: no validation)
     best_val: float | None = None  # its value of train.best_metric
     stopped_early: bool = False
+    groups: int | None = None  # the training groups the phase drew batches from (fewer than the data's with distill.label_fraction)
 
 
-def _items(groups: Sequence[Group], topk: TopkStore | None) -> list[DistillItem]:
+def _items(groups: Sequence[Group], topk: TopkStore | None, labeled: Sequence[bool]) -> list[DistillItem]:
     if topk is None:
-        return [DistillItem(g) for g in groups]
+        return [DistillItem(g, labeled=lab) for g, lab in zip(groups, labeled)]
     if len(topk) != len(groups):
         raise ConfigError(f"teacher top-k holds {len(topk)} groups, the training data has {len(groups)}")
-    return [DistillItem(g, topk.targets(i)) for i, g in enumerate(groups)]
+    return [DistillItem(g, topk.targets(i), labeled=lab) for i, (g, lab) in enumerate(zip(groups, labeled))]
+
+
+def phase_items(items: Sequence[DistillItem], phase: DistillPhase, unlabeled: str) -> list[DistillItem]:
+    """What a phase trains on: every item, or (SFT, or ``unlabeled: drop``) the labeled ones."""
+    if phase.loss == "sft" or unlabeled == "drop":
+        return [it for it in items if it.labeled]
+    return list(items)
 
 
 def distill_student(
@@ -209,7 +244,7 @@ def distill_student(
             )
     needs_teacher = any(p.loss != "sft" for p in phases)
     check_vocabulary(student, teacher if needs_teacher else None, tokenizer)
-    items = _items(groups, topk if needs_teacher else None)
+    items = _items(groups, topk if needs_teacher else None, labeled_groups(groups, cfg.label_fraction))
     answer_ids = answer_token_ids(tokenizer)
     reports: list[PhaseReport] = []
     for i, phase in enumerate(phases):
@@ -220,10 +255,13 @@ def distill_student(
             reports.append(PhaseReport(**{**json.loads((phase_dir / "report.json").read_text()), "skipped": True}))
             continue
         phase_dir.mkdir(parents=True, exist_ok=True)
+        trained = phase_items(items, phase, cfg.unlabeled)
+        if not trained:
+            raise ConfigError(f"distill.label_fraction={cfg.label_fraction}: none of the {len(items)} training groups is labeled; raise it")
         trainer = DistillTrainer(
             model=student,
-            args=training_arguments(phase.train, phase_dir, n_items=len(items), seed=seed + i, deepspeed=deepspeed),
-            train_dataset=ListDataset(items),
+            args=training_arguments(phase.train, phase_dir, n_items=len(trained), seed=seed + i, deepspeed=deepspeed),
+            train_dataset=ListDataset(trained),
             data_collator=collate_list,
             processing_class=tokenizer,
             callbacks=callbacks(phase_log(on_log, i), on_step, phase.train),
@@ -237,7 +275,7 @@ def distill_student(
             temperature=cfg.temperature,
             vocab_size=len(tokenizer),
         )
-        report: TrainReport = fit(trainer, phase_dir, examples=sum(len(g.labels) for g in groups), items=len(groups))
+        report: TrainReport = fit(trainer, phase_dir, examples=sum(len(it.group.labels) for it in trained), items=len(trained))
         # every rank calls save_model: under ZeRO-3 it gathers the partitioned weights
         # (rank 0 writes). Reloading from disk gives the next phase, and the caller, a plain
         # model whatever DeepSpeed did to the one in memory.
@@ -245,7 +283,7 @@ def distill_student(
         trainer.accelerator.wait_for_everyone()
         student = load_trained_model(final)  # plain, also after ZeRO-3
         out = PhaseReport(i, phase.loss, report.steps, report.train_loss, round(report.wall_s, 2), report.resumed_from, round(report.examples_per_s, 2),
-                          best_step=report.best_step, best_val=report.best_metric, stopped_early=report.stopped_early)  # fmt: skip
+                          best_step=report.best_step, best_val=report.best_metric, stopped_early=report.stopped_early, groups=len(trained))  # fmt: skip
         if trainer.is_world_process_zero():
             write_json(phase_dir / "report.json", asdict(out), indent=None)
         reports.append(out)

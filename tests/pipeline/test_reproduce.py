@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 
-RANKING_ROWS = {"kd_vs_sft", "loss_choice", "prune_ratio", "size"}
+RANKING_ROWS = {"kd_vs_sft", "scarce_labels", "loss_choice", "prune_ratio", "size", "redistill_loss", "gradual", "calibration", "quantization", "kv_prune", "serving"}
 GENERATIVE_ROWS = {"gen_kd_vs_sft", "gen_losses", "gen_schedules", "gen_sampling", "gen_teacher_size"}
 VERDICTS = {"holds", "does not hold", "no signal at this scale"}
 
@@ -49,7 +49,7 @@ def test_every_row_carries_an_effect_an_interval_and_a_verdict(quick):
 
 def test_arms_share_the_teacher_and_pair_the_seeds(quick):
     runs = sorted(p.name for p in quick["root"].iterdir() if p.name.startswith("quick-") and not p.name.startswith("quick-gen-"))
-    assert len(runs) == 8  # 4 arms x 2 seeds (the pruning rides on the KD arm)
+    assert len(runs) == 28  # 14 arms x 2 seeds (the one-shot pruning rides on the KD arm)
     teachers = {json.loads((quick["root"] / r / "summary.json").read_text())["stages"]["teacher"]["key"] for r in runs}
     assert len(teachers) == 1  # one teacher for every arm and seed
     kd = json.loads((quick["root"] / "quick-kd-s0" / "summary.json").read_text())
@@ -90,3 +90,57 @@ def test_generative_arms_share_their_teacher_and_vary_what_their_row_names(quick
     assert s0["stages"]["data"]["key"] == s1["stages"]["data"]["key"] and s0["stages"]["distill.llama-96x2"]["key"] != s1["stages"]["distill.llama-96x2"]["key"]
     rows = [f for f in quick["first"]["findings"] if f["row"] == "gen_schedules"]
     assert rows and "sampling share" in rows[0]["note"]
+
+
+def test_the_retraining_arms_prune_the_same_student_and_retrain_at_equal_steps(quick):
+    root = quick["root"]
+    runs = {arm: json.loads((root / f"quick-{arm}-s0" / "summary.json").read_text()) for arm in ("kd", "prune-kd", "prune-sft", "gradual", "kv")}
+    student = "distill.llama-64x2-wide"
+    assert len({s["stages"][student]["key"] for s in runs.values()}) == 1  # one student, from the store, for every arm
+    prune = {arm: s["stages"]["prune"]["metrics"] for arm, s in runs.items()}
+    assert [len(prune[a]["steps"]) for a in ("prune-kd", "prune-sft", "gradual", "kv")] == [1, 1, 2, 1]
+    assert prune["prune-kd"]["steps"][0]["redistill_steps"] == prune["prune-sft"]["steps"][0]["redistill_steps"] == 10
+    assert sum(step["redistill_steps"] for step in prune["gradual"]["steps"]) == 10
+    assert prune["kv"]["steps"][0]["kv_keep"] == 1 and prune["kv"]["prefill_ratio"]  # 2 KV groups, half pruned
+    assert "redistill_steps" not in prune["kd"]["steps"][0]  # the one-shot ratio arm is not re-trained
+    kv = next(f for f in quick["first"]["findings"] if f["row"] == "kv_prune")
+    assert "as fast" in kv["note"]
+
+
+def test_the_scarce_label_arms_train_on_the_labeled_share(quick):
+    root = quick["root"]
+    student, sft = "distill.llama-64x2-wide", "distill.llama-64x2-wide-sft"
+    labels, kd_all, kd = (json.loads((root / f"quick-{arm}-s0" / "summary.json").read_text())["stages"] for arm in ("labels", "labels-kd-all", "kd"))
+    # the SFT twin and the KD student of the "labels" arm train on the labeled fifth; "labels-kd-all" on every group
+    trained = {name: stages[stage]["metrics"]["phases"][0] for name, stages, stage in
+               (("sft", labels, sft), ("kd-subset", labels, student), ("kd-all", kd_all, student), ("kd-full", kd, student))}  # fmt: skip
+    assert labels[sft]["key"] != kd[sft]["key"]
+    groups = {name: phase["groups"] for name, phase in trained.items()}
+    assert groups["sft"] == groups["kd-subset"] and groups["kd-all"] == groups["kd-full"]
+    assert 0.1 * groups["kd-full"] < groups["sft"] < 0.3 * groups["kd-full"], groups  # label_fraction 0.2
+
+
+def test_the_calibration_arms_prune_on_their_own_calibration_sets(quick):
+    root = quick["root"]
+    prune = {arm: json.loads((root / f"quick-{arm}-s0" / "summary.json").read_text())["stages"]["prune"] for arm in ("calib-records-16", "calib-records-64", "calib-text-64")}
+    assert len({p["key"] for p in prune.values()}) == 3
+    errors = [p["metrics"]["steps"][0]["totals"]["mlp_relative_error_mean"] for p in prune.values()]
+    assert all(e > 0 for e in errors)
+    rows = [f for f in quick["first"]["findings"] if f["row"] == "calibration"]
+    assert len(rows) == 3 and all("relative MLP layer error" in f["note"] for f in rows)
+
+
+def test_the_quantization_arm_quantizes_the_unpruned_student_in_every_scheme(quick):
+    summary = json.loads((quick["root"] / "quick-quant-g32-s0" / "summary.json").read_text())
+    names = {m["name"] for m in summary["models"]}
+    assert {f"llama-64x2-wide-{s}" for s in ("fp8_dynamic", "w8a8_int", "w4a16_gptq", "w4a16_quantease")} <= names
+    assert summary["stages"]["quantize.w4a16_gptq"]["metrics"]["group_size"] == 32
+    rows = [f for f in quick["first"]["findings"] if f["row"] == "quantization"]
+    assert [f["b"] for f in rows] == ["FP8", "W8A8-INT", "W4A16 GPTQ g32", "W4A16 QuantEase g32"]
+
+
+def test_the_serving_row_times_the_student_and_its_pruned_self(quick):
+    rows = [f for f in quick["first"]["findings"] if f["row"] == "serving"]
+    assert len(rows) == 4 and all(f["metric"] == "member latency ms" for f in rows)
+    assert all(v > 0 for f in rows for side in (f["a"], f["b"]) for v in f["per_seed"][side])
+    assert "median member latency over 3 test members" in rows[0]["note"]

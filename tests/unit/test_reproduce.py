@@ -59,7 +59,7 @@ def _study(**changes) -> StudyConfig:
 
 
 def test_every_row_reads_its_arms_and_computes_its_verdicts():
-    study = _study(seeds=[0, 1, 2], prune_ratios=[0.5, 0.875])
+    study = _study(seeds=[0, 1, 2], prune_ratios=[0.5, 0.875], rows=["kd_vs_sft", "loss_choice", "prune_ratio", "size"])
     planned = arms(study)
     assert set(planned) == {"kd", "rkl", "jsd", "no-prompt-kd", "prune-50"}  # the largest ratio rides on the KD arm
     assert "prune.schedule=[{mlp_fraction: 0.875}]" in planned["kd"] and "distill.sft_baseline=true" in planned["kd"]
@@ -83,6 +83,130 @@ def test_every_row_reads_its_arms_and_computes_its_verdicts():
     assert rows[("prune_ratio", "87.5% MLP pruned")].verdict == "holds" and rows[("prune_ratio", "87.5% MLP pruned")].effect == pytest.approx(-0.06)
     size = rows[("size", "final")]
     assert size.verdict == "does not hold" and "16.7x" in size.note  # 0.06 below the teacher's 0.72, margin 0.01; 1000 -> 60 parameters
+
+
+def test_the_retraining_rows_prune_alike_and_retrain_at_equal_steps():
+    """redistill_loss, gradual, kv_prune: each arm varies one thing; the verdicts come from the values."""
+    from recslm.config import load_config
+
+    study = _study(seeds=[0, 1, 2], rows=["redistill_loss", "gradual", "kv_prune"], redistill_ratio=0.5, redistill_steps=40, kv_fraction=0.5)
+    planned = arms(study)
+    assert set(planned) == {"prune-kd", "prune-sft", "gradual", "kv"}
+    configs = {arm: load_config("configs/smoke.yaml", overrides) for arm, overrides in planned.items()}
+    kd, sft, gradual, kv = (configs[a].prune for a in ("prune-kd", "prune-sft", "gradual", "kv"))
+    assert (kd.redistill.loss, sft.redistill.loss, gradual.redistill.loss) == ("forward_kl", "sft", "forward_kl")
+    assert kd.schedule == sft.schedule and [s.mlp_fraction for s in kd.schedule] == [0.5]
+    assert [s.mlp_fraction for s in gradual.schedule] == [0.25, 0.5]
+    # equal total re-training steps: one step of 40, or two of 20
+    assert kd.redistill.max_steps * len(kd.schedule) == gradual.redistill.max_steps * len(gradual.schedule) == 40
+    assert [(s.mlp_fraction, s.heads_fraction) for s in kv.schedule] == [(0.0, 0.5)] and kv.redistill.max_steps == 40
+    assert all(c.students[0].name == "s" for c in configs.values())
+    line = {"auc_mean": 0.7, "params": 100, "params_non_embedding": 50, "bytes": 400}
+
+    def run(pruned: float, student: float = 0.72) -> dict:
+        return {"s": {**line, "auc_mean": student}, "s-pruned": {**line, "auc_mean": pruned}}
+
+    models = {
+        "prune-kd": [run(0.70 + d) for d in (0.0, 0.001, -0.001)],
+        "prune-sft": [run(0.69 + d) for d in (0.0, 0.001, -0.0012)],  # KD 0.01 above SFT: holds
+        "gradual": [run(0.70 + d) for d in (0.002, -0.003, 0.001)],  # level with one-shot: no signal
+        "kv": [run(0.718 + d) for d in (0.0, 0.0005, -0.0005)],  # 0.002 below unpruned, margin 0.01: holds
+    }
+    stages = {"kv": [{"prune": {"prefill_ratio": {"64": 0.9, "1024": 0.8}}}, {"prune": {"prefill_ratio": {"64": 0.9, "1024": 0.8}}},
+                     {"prune": {"prefill_ratio": {"64": 0.9, "1024": 0.8}}}]}  # fmt: skip
+    rows = {f.row: f for f in findings(study, models, stages=stages)}
+    assert rows["redistill_loss"].verdict == "holds" and rows["redistill_loss"].effect == pytest.approx(0.01, abs=1e-4)
+    assert "unpruned 0.7200" in rows["redistill_loss"].note
+    assert rows["gradual"].verdict == "no signal at this scale"
+    assert rows["kv_prune"].verdict == "holds" and "1024 tokens 1.25x as fast" in rows["kv_prune"].note
+    with pytest.raises(ValueError, match="must be even"):
+        _study(redistill_steps=41)
+
+
+def test_the_scarce_label_arms_share_the_labeled_subset_and_their_verdicts_come_from_the_values():
+    from recslm.config import load_config
+
+    study = _study(seeds=[0, 1, 2], rows=["scarce_labels"], label_fraction=0.25)
+    planned = arms(study)
+    assert set(planned) == {"labels", "labels-kd-all"}
+    labels, kd_all = (load_config("configs/smoke.yaml", planned[a]).distill for a in ("labels", "labels-kd-all"))
+    assert labels.label_fraction == kd_all.label_fraction == 0.25
+    assert (labels.unlabeled, labels.sft_baseline, kd_all.unlabeled) == ("drop", True, "kd")
+    line = {"auc_mean": 0.7, "params": 100, "params_non_embedding": 50, "bytes": 400}
+
+    def run(student: float, sft: float = 0.68, teacher: float = 0.72) -> dict:
+        return {"s": {**line, "auc_mean": student}, "s-sft": {**line, "auc_mean": sft}, "teacher": {**line, "auc_mean": teacher}}
+
+    models = {
+        "labels": [run(0.70 + d, sft=0.68 + d) for d in (0.0, 0.002, -0.001)],  # KD + CE 0.02 above SFT
+        "labels-kd-all": [run(0.70 + d) for d in (0.003, -0.002, 0.0)],  # level with KD on the subset
+    }
+    rows = findings(study, models)
+    assert [f.verdict for f in rows] == ["holds", "holds", "no signal at this scale"]
+    assert rows[0].effect == pytest.approx(0.02) and "the teacher is +0.0397 above SFT on 25%" in rows[0].note
+
+
+def test_the_calibration_arms_differ_in_their_calibration_set_alone():
+    from recslm.config import load_config
+
+    study = _study(seeds=[0, 1, 2], rows=["calibration"], redistill_ratio=0.5, calibration_counts=[64, 256], calibration_text_counts=[256, 1024])
+    planned = arms(study)
+    assert set(planned) == {"calib-records-64", "calib-records-256", "calib-text-256", "calib-text-1024"}
+    configs = {a: load_config("configs/smoke.yaml", o).prune for a, o in planned.items()}
+    assert {(c.calibration.source, c.calibration.count) for c in configs.values()} == {("records", 64), ("records", 256), ("text", 256), ("text", 1024)}
+    assert all(c.redistill is None and [s.mlp_fraction for s in c.schedule] == [0.5] for c in configs.values())  # one-shot, before re-training
+    line = {"auc_mean": 0.7, "params": 100, "params_non_embedding": 50, "bytes": 400}
+    auc = {"calib-records-64": 0.69, "calib-records-256": 0.70, "calib-text-256": 0.66, "calib-text-1024": 0.70}
+    models = {a: [{"s": line, "s-pruned": {**line, "auc_mean": v + d}} for d in (0.0, 0.001, -0.0012)] for a, v in auc.items()}
+    stages = {a: [{"prune": {"steps": [{"totals": {"mlp_relative_error_mean": 0.1}}]}}] * 3 for a in auc}
+    rows = findings(study, models, stages=stages)
+    assert [r.verdict for r in rows] == ["holds", "holds", "no signal at this scale"]  # text 1024 level with in-domain 256
+    assert [r.effect for r in rows] == pytest.approx([0.04, 0.01, 0.0], abs=1e-6)
+    assert "in-domain 64 0.1000" in rows[0].note
+    with pytest.raises(ValueError, match="distinct positive"):
+        _study(calibration_counts=[64, 64])
+
+
+def test_the_quantization_arms_quantize_the_same_student_in_each_group_size():
+    from recslm.config import load_config
+
+    study = _study(seeds=[0, 1, 2], rows=["quantization"], quant_group_sizes=[32, 64], quant_margin=0.002)
+    planned = arms(study)
+    assert set(planned) == {"quant-g32", "quant-g64"}
+    configs = {a: load_config("configs/smoke.yaml", o).quantize for a, o in planned.items()}
+    assert [c.group_size for c in configs.values()] == [32, 64] and all(c.enabled and len(c.schemes) == 4 for c in configs.values())
+    line = {"auc_mean": 0.7, "params": 100, "params_non_embedding": 50, "bytes": 400}
+    auc = {"s": 0.70, "s-fp8_dynamic": 0.7001, "s-w8a8_int": 0.6995, "s-w4a16_gptq": 0.69, "s-w4a16_quantease": 0.695}
+    models = {a: [{n: {**line, "auc_mean": v + d} for n, v in auc.items()} for d in (0.0, 0.001, -0.0012)] for a in planned}
+    rows = findings(study, models)
+    assert [r.b for r in rows] == ["FP8", "W8A8-INT", "W4A16 GPTQ g32", "W4A16 QuantEase g32", "W4A16 GPTQ g64", "W4A16 QuantEase g64"]
+    assert [r.verdict for r in rows] == ["holds"] * 6
+    assert rows[2].effect == pytest.approx(-0.01) and rows[3].effect == pytest.approx(0.005)
+
+
+def test_the_serving_findings_read_each_seeds_latencies():
+    from recslm.reproduce.serving import KS, serving_findings
+
+    def seed(jitter: float) -> dict[str, float]:
+        out = {}
+        for model, scale in (("student", 1.0), ("pruned", 0.8)):
+            for k in KS:
+                out[f"{model}/nocache/k{k}"] = scale * (4.0 + 0.1 * k) + jitter  # prefill 4 ms, 0.1 ms per candidate
+                out[f"{model}/cache/k{k}"] = scale * (1.0 + 0.1 * k) + jitter
+        return out
+
+    rows = serving_findings([seed(0.0), seed(0.05), seed(-0.03)], members=5)
+    assert [r.verdict for r in rows] == ["holds"] * 4
+    assert rows[0].effect == pytest.approx(5.6 - 16 * 4.1 - 15 * 0.02 / 3)  # one prefill instead of 16 (the jitter counts 16 times in a)
+    assert rows[2].effect == pytest.approx(-3.0) and rows[3].effect == pytest.approx(-0.2 * 5.6)
+    assert "median member latency over 5 test members" in rows[0].note and rows[0].metric == "member latency ms"
+    slower = serving_findings([{**seed(d), "pruned/nocache/k16": 9.0 + d} for d in (0.0, 0.1, -0.1)], members=5)
+    assert slower[3].verdict == "does not hold"  # a pruned model that got slower is reported as such
+
+
+def test_the_serving_arm_prunes_the_most_even_without_the_pruning_rows():
+    study = _study(rows=["serving"], prune_ratios=[0.5, 0.75])
+    assert list(arms(study)) == ["kd"] and "prune.schedule=[{mlp_fraction: 0.75}]" in arms(study)["kd"]
 
 
 def test_a_study_config_names_the_bad_field(tmp_path):
