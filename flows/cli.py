@@ -76,7 +76,7 @@ def reproduce(
 ) -> None:
     """Re-measure the paper's findings: every arm at every seed, effects with 95 % intervals, computed verdicts."""
     from recslm.cli import console
-    from recslm.reproduce.study import load_study, study_with_rows
+    from recslm.reproduce.study_config import load_study, study_with_rows
 
     try:
         study = load_study(config)

@@ -20,7 +20,8 @@ from recslm.errors import ConfigError
 from recslm.reproduce.findings import Finding
 from recslm.reproduce.generative import generative_arms, generative_findings
 from recslm.reproduce.report import findings_table, write_report
-from recslm.reproduce.study import ARM_BASE, StudyConfig, arms, findings, prune_arm
+from recslm.reproduce.study import ARM_BASE, arms, findings, prune_arm
+from recslm.reproduce.study_config import StudyConfig
 from tasks.tracking import Tracker, artifact_location_for
 
 # a generative arm keeps its student whatever its val loss (the rows compare arms, not the bar)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from recslm.data.records import RankingRecord
+from recslm.reproduce.findings import Finding, finding
 
 KS = (1, 4, 16)
 
@@ -70,10 +71,8 @@ def serving_values(models: dict[str, Path], records: Sequence[RankingRecord], me
     return values
 
 
-def serving_findings(per_seed: Sequence[dict[str, float]], members: int) -> list:
+def serving_findings(per_seed: Sequence[dict[str, float]], members: int) -> list[Finding]:
     """The serving row's findings from each seed's :func:`serving_values` (``student`` and ``pruned``)."""
-    from recslm.reproduce.findings import finding
-
     def values(key: str, times: float = 1.0) -> list[float]:
         return [times * seed[key] for seed in per_seed]
 
@@ -85,7 +84,7 @@ def serving_findings(per_seed: Sequence[dict[str, float]], members: int) -> list
     paper = "Table 10: with prefix caching, scoring more candidates per member costs little more; smaller models answer faster"
     metric = "member latency ms"
 
-    def row(claim: str, a: tuple[str, list[float]], b: tuple[str, list[float]]):
+    def row(claim: str, a: tuple[str, list[float]], b: tuple[str, list[float]]) -> Finding:
         return finding("serving", claim, paper, metric, a[0], b[0], {a[0]: a[1], b[0]: b[1]}, "negative", None, note)
 
     return [

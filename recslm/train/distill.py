@@ -20,6 +20,7 @@ killed in phase 2 resumes in phase 2 (from its last checkpoint), not from scratc
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Sequence
@@ -140,8 +141,6 @@ def labeled_groups(groups: Sequence[Group], fraction: float) -> list[bool]:
     """Which groups' labels are seen under ``distill.label_fraction``: a group is labeled when a
     hash of its member, task and prompt falls below ``fraction``. Fixed by the data alone, so
     every arm, seed and student (KD or SFT) sees the same labeled subset."""
-    import hashlib
-
     if fraction >= 1:
         return [True] * len(groups)
 

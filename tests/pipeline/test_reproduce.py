@@ -17,7 +17,7 @@ VERDICTS = {"holds", "does not hold", "no signal at this scale"}
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory, prefect_harness, repo_root):
     from flows.reproduce import reproduce
-    from recslm.reproduce.study import load_study
+    from recslm.reproduce.study_config import load_study
 
     root = tmp_path_factory.mktemp("reproduce")
     study = load_study(repo_root / "configs" / "reproduce.yaml")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from recslm.reproduce.findings import finding, paired_interval, verdict
-from recslm.reproduce.study import StudyConfig, arms, findings
+from recslm.reproduce.study import arms, findings
+from recslm.reproduce.study_config import StudyConfig
 
 
 def _arms(effect: float, noise: float, seeds: int = 5, seed: int = 0) -> dict[str, list[float]]:
@@ -211,7 +212,7 @@ def test_the_serving_arm_prunes_the_most_even_without_the_pruning_rows():
 
 def test_a_study_config_names_the_bad_field(tmp_path):
     from recslm.errors import ConfigError
-    from recslm.reproduce.study import load_study
+    from recslm.reproduce.study_config import load_study
 
     bad = tmp_path / "study.yaml"
     bad.write_text("base: configs/smoke.yaml\nstudent: {name: s, arch: {family: llama}}\nseeds: [0]\n")
@@ -326,7 +327,7 @@ def test_a_change_that_matters_either_way(low, high, margin, verdict_):
 def test_generative_rows_refuse_what_would_measure_nothing(tmp_path):
     from recslm.errors import ConfigError
     from recslm.reproduce.generative import generative_arms
-    from recslm.reproduce.study import study_with_rows
+    from recslm.reproduce.study_config import study_with_rows
 
     with pytest.raises(ValueError, match="need a generative: section"):
         _study(rows=["kd_vs_sft", "gen_losses"])
