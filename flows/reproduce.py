@@ -20,6 +20,7 @@ from recslm.errors import ConfigError
 from recslm.reproduce.findings import Finding
 from recslm.reproduce.generative import generative_arms, generative_findings
 from recslm.reproduce.report import findings_table, write_report
+from recslm.reproduce.serving import serving_row
 from recslm.reproduce.study import ARM_BASE, arms, findings, prune_arm
 from recslm.reproduce.study_config import StudyConfig
 from tasks.tracking import Tracker, artifact_location_for
@@ -67,7 +68,7 @@ def reproduce(study: StudyConfig, *, quick: bool = False, study_id: str | None =
         raise ConfigError("the study plans no arms: give it rows")
     rows = findings(study, models, stages=stages)
     if "serving" in study.rows:
-        rows += _serving(study, uris[prune_arm(study, max(study.prune_ratios))])
+        rows += serving_row(study.student.name, uris[prune_arm(study, max(study.prune_ratios))], study.serving_members)
     if study.generative is not None:
         rows += generative_findings(study.generative, study.generative_rows(), models, stages)
     out_dir = Path(first_config.run.root) / "reproduce" / study_id
@@ -79,22 +80,6 @@ def reproduce(study: StudyConfig, *, quick: bool = False, study_id: str | None =
     _track(first_config, study_id, name, rows, paths)
     logger.info("findings:\n%s", findings_table(rows))
     return {"header": header, "findings": [f.model_dump(mode="json") for f in rows], "dir": str(out_dir), "stages_cached": cached}
-
-
-def _serving(study: StudyConfig, uris: list[dict[str, str]]) -> list[Finding]:
-    """The serving row: each seed's student and pruned student (the most pruned arm's) timed on
-    the local engine over the same test members."""
-    from recslm.data.build import load_split
-    from recslm.reproduce.serving import serving_findings, serving_values
-
-    per_seed = []
-    for seed_uris in uris:
-        remote = [uri for uri in seed_uris.values() if "://" in uri]
-        if remote:
-            raise ConfigError(f"rows: serving times models on this machine, but the store is remote ({remote[0]}); run it on a local store (store.uri)")
-        models = {"student": Path(seed_uris[f"distill.{study.student.name}"]) / "model", "pruned": Path(seed_uris["prune"]) / "model"}
-        per_seed.append(serving_values(models, load_split(Path(seed_uris["data"]), "test"), study.serving_members))
-    return serving_findings(per_seed, study.serving_members)
 
 
 def _track(config: PipelineConfig, study_id: str, name: str, rows: list[Finding], paths: dict[str, Path]) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from recslm.data.records import RankingRecord
+from recslm.errors import ConfigError
 from recslm.reproduce.findings import Finding, finding
 
 KS = (1, 4, 16)
@@ -97,3 +98,20 @@ def serving_findings(per_seed: Sequence[dict[str, float]], members: int) -> list
         row("The pruned student answers faster than the unpruned one (k = 16, no cache)",
             ("unpruned", values("student/nocache/k16")), ("pruned", values("pruned/nocache/k16"))),
     ]  # fmt: skip
+
+
+def serving_row(student: str, uris: Sequence[dict[str, str]], members: int) -> list[Finding]:
+    """The serving row from the most pruned arm's runs (``uris``: per seed, stage -> artifact):
+    each seed's student and its pruned self timed on the local engine over the same test members."""
+    from recslm.data.build import load_split
+
+    per_seed, splits = [], {}
+    for seed_uris in uris:
+        remote = [uri for uri in seed_uris.values() if "://" in uri]
+        if remote:
+            raise ConfigError(f"rows: serving times models on this machine, but the store is remote ({remote[0]}); run it on a local store (store.uri)")
+        models = {"student": Path(seed_uris[f"distill.{student}"]) / "model", "pruned": Path(seed_uris["prune"]) / "model"}
+        data = seed_uris["data"]  # the same artifact for every seed: read its test split once
+        splits[data] = splits.get(data) or load_split(Path(data), "test")
+        per_seed.append(serving_values(models, splits[data], members))
+    return serving_findings(per_seed, members)
