@@ -9,6 +9,7 @@ its ``prune`` or ``quantize`` section alone; re-trained arms get equal steps. Se
 from __future__ import annotations
 
 import json
+from statistics import fmean as mean
 from typing import Any
 
 from recslm.reproduce.findings import Finding
@@ -55,9 +56,6 @@ def compression_findings(study: StudyConfig, values: Any, compare: Any, stages: 
     student, pruned, out = study.student.name, f"{study.student.name}-pruned", []
     ratio, steps = study.redistill_ratio, study.redistill_steps
 
-    def mean(xs: list[float]) -> float:
-        return sum(xs) / len(xs)
-
     if {"redistill_loss", "gradual"} & set(study.rows):
         one_shot = ("one-shot, KD", values("prune-kd", pruned))
         unpruned = mean(values("prune-kd", student))
@@ -99,7 +97,7 @@ def _calibration_findings(study: StudyConfig, values: Any, compare: Any, stages:
 
     def objective(source: str, count: int) -> str:
         errors = [s["prune"]["steps"][0]["totals"].get("mlp_relative_error_mean") for s in stages.get(f"calib-{source}-{count}", [])]
-        return f"{arm(source, count)[0]} {sum(errors) / len(errors):.4f}" if errors and None not in errors else ""
+        return f"{arm(source, count)[0]} {mean(errors):.4f}" if errors and None not in errors else ""
 
     note = "mean relative MLP layer error on its own calibration inputs: " + ", ".join(
         filter(None, [objective("records", n) for n in records] + [objective("text", n) for n in texts]))

@@ -46,6 +46,7 @@ config (``generative:``), and measure test response loss (:mod:`recslm.reproduce
 from __future__ import annotations
 
 import json
+from statistics import fmean
 from typing import Any
 
 from recslm.reproduce.compression import compression_arms, compression_findings
@@ -123,7 +124,7 @@ def findings(study: StudyConfig, models: dict[str, list[dict[str, dict[str, Any]
         sft_subset = (f"SFT on {share}", values("labels", sft))
         kd_subset = (f"KD + CE on {share}", values("labels", student))
         kd_all = (f"KD on all + CE on {share}", values("labels-kd-all", student))
-        teacher_gap = sum(t - s for t, s in zip(values("labels", "teacher"), sft_subset[1])) / len(sft_subset[1])
+        teacher_gap = fmean(t - s for t, s in zip(values("labels", "teacher"), sft_subset[1]))
         note = f"the teacher is {teacher_gap:+.4f} above SFT on {share} of the labels"
         paper = "Table 2, Fig. 2: KD students lose less AUC to the teacher than SFT students"
         out.append(compare("scarce_labels", f"With labels for {share} of the groups, KD + CE beats SFT on the same groups", paper, sft_subset, kd_subset, "positive", note=note))
