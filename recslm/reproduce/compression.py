@@ -97,7 +97,7 @@ def _calibration_findings(study: StudyConfig, values: Any, compare: Any, stages:
 
     def objective(source: str, count: int) -> str:
         errors = [s["prune"]["steps"][0]["totals"].get("mlp_relative_error_mean") for s in stages.get(f"calib-{source}-{count}", [])]
-        return f"{arm(source, count)[0]} {mean(errors):.4f}" if errors and None not in errors else ""
+        return f"{arm(source, count)[0]} {mean(errors):.2e}" if errors and None not in errors else ""
 
     note = "mean relative MLP layer error on its own calibration inputs: " + ", ".join(
         filter(None, [objective("records", n) for n in records] + [objective("text", n) for n in texts]))

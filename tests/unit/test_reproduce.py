@@ -163,7 +163,7 @@ def test_the_calibration_arms_differ_in_their_calibration_set_alone():
     rows = findings(study, models, stages=stages)
     assert [r.verdict for r in rows] == ["holds", "holds", "no signal at this scale"]  # text 1024 level with in-domain 256
     assert [r.effect for r in rows] == pytest.approx([0.04, 0.01, 0.0], abs=1e-6)
-    assert "in-domain 64 0.1000" in rows[0].note
+    assert "in-domain 64 1.00e-01" in rows[0].note
     with pytest.raises(ValueError, match="distinct positive"):
         _study(calibration_counts=[64, 64])
 
