@@ -20,9 +20,24 @@ def findings_table(findings: Sequence[Finding]) -> str:
     ]
     for f in findings:
         low, high = f.ci95
-        lines.append(f"| {f.row} | {f.claim} | {f.paper} | {f.b} - {f.a}, {f.metric} | {f.effect:+.4f} | [{low:+.4f}, {high:+.4f}] | {f.n_seeds} | **{f.verdict}** |")
+        lines.append(f"| {f.row} | {f.claim} | {f.paper} | {f.b} - {f.a}, {f.metric} | {signed(f.effect)} | [{signed(low)}, {signed(high)}] | {f.n_seeds} | **{f.verdict}** |")
     notes = [f"- {f.row}: {f.note}" for f in findings if f.note]
     return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def signed(x: float) -> str:
+    """An effect or bound with its sign: four decimals, or two significant digits below 1e-3
+    (a pruning row's 6e-6 would otherwise read +0.0000, as if nothing had been measured)."""
+    return f"{x:+.4f}" if x == 0 or abs(x) >= 1e-3 else f"{x:+.2e}"
+
+
+def by_metric(findings: Sequence[Finding]) -> dict[str, list[Finding]]:
+    """Findings grouped by metric, in order of first appearance: one figure panel each, since
+    an AUC difference, a loss difference and a latency in ms share no scale."""
+    out: dict[str, list[Finding]] = {}
+    for f in findings:
+        out.setdefault(f.metric, []).append(f)
+    return out
 
 
 def write_report(findings: Sequence[Finding], out_dir: Path, header: dict[str, Any]) -> dict[str, Path]:
@@ -40,20 +55,25 @@ def write_report(findings: Sequence[Finding], out_dir: Path, header: dict[str, A
 
 
 def effects_figure(findings: Sequence[Finding], path: Path) -> Path:
-    """Each finding's effect with its interval, zero marked: a forest plot."""
+    """Each finding's effect with its interval, zero marked: a forest plot, one panel (and x
+    scale) per metric."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(findings) + 1.2))
+    panels = by_metric(findings)
+    sizes = [len(group) for group in panels.values()]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 0.42 * len(findings) + 1.0 * len(panels)), height_ratios=sizes, squeeze=False)
     colors = {"holds": "tab:green", "does not hold": "tab:red", "no signal at this scale": "tab:gray"}
-    for i, f in enumerate(reversed(findings)):
-        low, high = f.ci95
-        ax.errorbar(f.effect, i, xerr=[[f.effect - low], [high - f.effect]], fmt="o", color=colors[f.verdict], capsize=3)
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(range(len(findings)), [f"{f.row}: {f.b} - {f.a}" for f in reversed(findings)], fontsize=8)
-    ax.set_xlabel("effect b - a in the row's metric (test mean AUC; test loss for gen_*), 95 % interval over paired seeds")
+    for ax, (metric, group) in zip(axes[:, 0], panels.items()):
+        for i, f in enumerate(reversed(group)):
+            low, high = f.ci95
+            ax.errorbar(f.effect, i, xerr=[[f.effect - low], [high - f.effect]], fmt="o", color=colors[f.verdict], capsize=3)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(group)), [f"{f.row}: {f.b} - {f.a}" for f in reversed(group)], fontsize=8)
+        ax.set_ylim(-0.6, len(group) - 0.4)
+        ax.set_xlabel(f"b - a, {metric} (95 % interval over paired seeds)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

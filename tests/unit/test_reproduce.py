@@ -343,3 +343,22 @@ def test_generative_rows_refuse_what_would_measure_nothing(tmp_path):
     with pytest.raises(ConfigError, match=r"study.yaml \(--rows\)"):
         study_with_rows(_study(), ["gen_nope"], "study.yaml")
     assert study_with_rows(study, ["gen_losses"], "study.yaml").rows == ["gen_losses"]
+
+
+def test_the_report_prints_tiny_effects_and_plots_each_metric_on_its_own_scale(tmp_path):
+    """A pruning row's 6e-6 AUC must not print as +0.0000, and an AUC difference must not be
+    drawn on the axis of a latency in ms (the figure would show every AUC row at zero)."""
+    from PIL import Image
+
+    from recslm.reproduce.report import by_metric, findings_table, signed, write_report
+
+    tiny = finding("prune_ratio", "lowers AUC", "paper", "test auc_mean", "a", "b", {"a": [0.75, 0.74, 0.73], "b": [0.75 - 6e-6, 0.74 - 5e-6, 0.73 - 7e-6]}, "negative")
+    ms = finding("serving", "is faster", "paper", "member latency ms", "a", "b", {"a": [80.0, 70.0, 100.0], "b": [10.0, 12.0, 11.0]}, "negative")
+    auc = finding("kd_vs_sft", "beats", "paper", "test auc_mean", "a", "b", {"a": [0.70, 0.72, 0.71], "b": [0.75, 0.74, 0.76]}, "positive")
+    assert signed(tiny.effect) == "-6.00e-06" and signed(0.0405) == "+0.0405" and signed(0.0) == "+0.0000"
+    assert "| -6.00e-06 |" in findings_table([tiny])
+    assert {metric: [f.row for f in group] for metric, group in by_metric([tiny, ms, auc]).items()} == {
+        "test auc_mean": ["prune_ratio", "kd_vs_sft"], "member latency ms": ["serving"]}
+    paths = write_report([tiny, ms, auc], tmp_path, {"study": "t"})
+    with Image.open(paths["figure"]) as image:
+        assert image.size[0] > 0 and image.size[1] > 0
