@@ -21,7 +21,8 @@ def findings_table(findings: Sequence[Finding]) -> str:
     for f in findings:
         low, high = f.ci95
         lines.append(f"| {f.row} | {f.claim} | {f.paper} | {f.b} - {f.a}, {f.metric} | {signed(f.effect)} | [{signed(low)}, {signed(high)}] | {f.n_seeds} | **{f.verdict}** |")
-    notes = [f"- {f.row}: {f.note}" for f in findings if f.note]
+    # a row's findings often share one note (the serving row's latencies, say): print it once
+    notes = list(dict.fromkeys(f"- {f.row}: {f.note}" for f in findings if f.note))
     return "\n".join(lines + ([""] + notes if notes else []))
 
 

@@ -357,6 +357,8 @@ def test_the_report_prints_tiny_effects_and_plots_each_metric_on_its_own_scale(t
     auc = finding("kd_vs_sft", "beats", "paper", "test auc_mean", "a", "b", {"a": [0.70, 0.72, 0.71], "b": [0.75, 0.74, 0.76]}, "positive")
     assert signed(tiny.effect) == "-6.00e-06" and signed(0.0405) == "+0.0405" and signed(0.0) == "+0.0000"
     assert "| -6.00e-06 |" in findings_table([tiny])
+    shared = [ms.model_copy(update={"note": "latencies"}), ms.model_copy(update={"note": "latencies"})]
+    assert findings_table(shared).count("- serving: latencies") == 1
     assert {metric: [f.row for f in group] for metric, group in by_metric([tiny, ms, auc]).items()} == {
         "test auc_mean": ["prune_ratio", "kd_vs_sft"], "member latency ms": ["serving"]}
     paths = write_report([tiny, ms, auc], tmp_path, {"study": "t"})
