@@ -1,19 +1,19 @@
-"""How much of logistic regression's lead is the prompt's resolution?
+"""How much of logistic regression's lead is the prompt's resolution, and which rendering keeps most?
 
-The teacher reads item popularity, recent ratings and means as coarse words ("niche, avg 3.5,
-slow"); logistic regression reads them as numbers, plus the item's age, which the prompt does
-not show. This fits the same per-task logistic regression (C chosen on val, as the baselines
-stage does) on feature sets of increasing resolution and prints val mean AUC for each, with
-the full set measured in the same run as the baseline:
+The teacher reads item popularity, recent ratings and means as the prompt renders them
+(``data.stats_style``); logistic regression reads them as numbers, plus the item's age, which
+the prompt does not show. This fits the same per-task logistic regression (C chosen on val,
+as the baselines stage does) on what each rendering prints and prints val mean AUC for each,
+with the full feature set measured in the same run as the baseline:
 
-- ``printed``: what the words-style prompt shows, at its resolution (popularity and recency
-  buckets, means to half a star), plus what a reader can derive from the shown history;
-- ``printed+age``: the same and the item's age (days since its first rating);
-- ``fine``: counts and means as numbers (``data.stats_style: scale`` shows log2 counts and the
-  mean to 0.1), no age;
+- ``words``, ``scale``, ``rank``, ``rank_scale``: what that ``stats_style`` prints with
+  ``item_recent`` (the candidate's stats exactly as rendered: ``ItemHistory.before`` at the
+  group's decision time), plus what a reader can derive from the shown history;
+- ``words+age``: the words and the item's age (days since its first rating);
+- ``numbers``: counts and means as numbers, no age;
 - ``full``: the baselines stage's features.
 
-    .venv/bin/python benchmarks/prompt_resolution.py --data runs/store/data/<key> [--max-train 200000]
+    .venv/bin/python benchmarks/prompt_resolution.py --data runs/store/data/<key>
 
 Reads the data artifact's records; fits on its train split, scores its val split only.
 """
@@ -24,6 +24,7 @@ import argparse
 import os
 import platform
 import time
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -31,27 +32,51 @@ import numpy as np
 from recslm.baselines.features import DecisionTimeFeatures
 from recslm.baselines.models import Split, logistic_regression
 from recslm.data.build import load_split
-from recslm.data.movielens import load_movielens
-from recslm.data.prompts import POPULARITY, RECENCY
+from recslm.data.movielens import ItemHistory, load_movielens
+from recslm.data.prompts import POPULARITY, RECENCY, TOP_PERCENT, log2_scale, top_percent
+
+
+def _onehot(index: np.ndarray, size: int) -> np.ndarray:
+    return np.eye(size)[np.clip(index.astype(int), 0, size - 1)]
 
 
 def _bucket(count: np.ndarray, table: tuple[tuple[int, str], ...]) -> np.ndarray:
     floors = np.array(sorted(f for f, _ in table))
-    index = np.searchsorted(floors, count, side="right") - 1
-    return np.eye(len(floors))[index]
+    return _onehot(np.searchsorted(floors, count, side="right") - 1, len(floors))
 
 
-def feature_sets(names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
+def printed_stats(records: list, item_history: ItemHistory) -> np.ndarray:
+    """Per record (count, 30-day count, mean, rank bucket) as the prompt's stats are computed:
+    at the group's decision time (its first candidate's time); rank bucket 0 is "new"."""
+    when = np.zeros(len(records), dtype=np.int64)
+    for _, group in groupby(range(len(records)), key=lambda i: (records[i].member_id, records[i].task, records[i].prefix)):
+        rows = list(group)
+        when[rows] = min(int(records[i].ts) for i in rows)
+    out = np.zeros((len(records), 4))
+    for i in np.argsort(when, kind="stable"):  # time order: one catalogue count per decision time
+        stats = item_history.before(int(records[i].item_id), int(when[i]), recent=True, rank=True)
+        out[i] = (stats.count, stats.recent, stats.mean, 0 if stats.count == 0 else 1 + TOP_PERCENT.index(top_percent(stats.share_above)))
+    return out
+
+
+def feature_sets(names: list[str], x: np.ndarray, printed: np.ndarray) -> dict[str, np.ndarray]:
     col = {n: i for i, n in enumerate(names)}
-    count = np.expm1(x[:, col["item_log_count"]]).round()
-    recent = np.expm1(x[:, col["item_recent_log_count"]]).round()
+    count, recent, mean, rank = printed.T
     half = lambda v: np.round(v * 2) / 2  # noqa: E731
+    tenth = lambda v: np.round(v * 10) / 10  # noqa: E731
+    log2 = lambda v: _onehot(np.array([log2_scale(int(c)) for c in v]), 11)  # noqa: E731
     derived = [c for c in names if c.startswith(("member_", "occupation=", "genre")) or c in ("history_len", "genre_affinity_mean", "genre_affinity_max", "history_mean_same_genre", "history_same_genre_count")]
-    member = x[:, [col[c] for c in derived]]
-    printed = np.column_stack([_bucket(count, POPULARITY), _bucket(recent, RECENCY), half(x[:, col["item_mean"]]), half(x[:, col["history_mean"]]), member])
-    age = x[:, [col["item_age_days"]]]
-    fine = np.column_stack([np.log2(count + 1), np.log2(recent + 1), np.round(x[:, col["item_mean"]], 1), np.round(x[:, col["history_mean"]], 1), member])
-    return {"printed": printed, "printed+age": np.column_stack([printed, age]), "fine": fine, "full": x}
+    member = np.column_stack([half(x[:, col["history_mean"]]), x[:, [col[c] for c in derived]]])
+    words = np.column_stack([_bucket(count, POPULARITY), _bucket(recent, RECENCY), half(mean), member])
+    return {
+        "words": words,
+        "scale": np.column_stack([log2(count), log2(recent), tenth(mean), member]),
+        "rank": np.column_stack([_onehot(rank, len(TOP_PERCENT) + 1), _bucket(recent, RECENCY), half(mean), member]),
+        "rank_scale": np.column_stack([_onehot(rank, len(TOP_PERCENT) + 1), log2(recent), tenth(mean), member]),
+        "words+age": np.column_stack([words, x[:, [col["item_age_days"]]]]),
+        "numbers": np.column_stack([np.log2(count + 1), np.log2(recent + 1), tenth(mean), member]),
+        "full": x,
+    }
 
 
 def main() -> int:
@@ -60,12 +85,13 @@ def main() -> int:
     parser.add_argument("--history-len", type=int, default=10)
     args = parser.parse_args()
     started = time.perf_counter()
-    features = DecisionTimeFeatures(load_movielens(), args.history_len)
-    raw = {}
+    movielens = load_movielens()
+    features, item_history = DecisionTimeFeatures(movielens, args.history_len), ItemHistory(movielens.ratings)
+    raw, sets = {}, {}
     for split in ("train", "val"):
         records = load_split(args.data, split)
         raw[split] = (features.matrix(records), np.array([r.task for r in records]), np.array([r.label for r in records]))
-    sets = {split: feature_sets(features.names, x) for split, (x, _, _) in raw.items()}
+        sets[split] = feature_sets(features.names, raw[split][0], printed_stats(records, item_history))
     results = {}
     for name in sets["train"]:
         splits = {split: Split(sets[split][name], raw[split][1], raw[split][2]) for split in raw}

@@ -11,7 +11,10 @@ report) and prints:
   the ordering of the words, it would tie logistic regression inside each word;
 - the same split by whether the candidate's title was a candidate of *next* in training
   (titles the teacher could have memorized), and the rank correlation inside each word
-  between the teacher's logit and the title's count of training positives.
+  between the teacher's logit and the title's count of training positives;
+- the same AUCs with each score centred inside its decision (one member's prompt and its
+  candidates): what is left is how each scorer orders the candidates of one decision, without
+  the offsets between decisions that a pooled AUC also grades.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def main() -> int:
         raise SystemExit("the artifacts do not score the same val records in the same order (different data keys?)")
     frame = pd.DataFrame({"task": teacher["task"], "label": teacher["label"], "teacher": np.log(teacher["score"] / (1 - teacher["score"])),
                           "popularity": baselines["popularity"], "logistic_regression": baselines["logistic_regression"],
+                          "decision": pd.factorize(pd.Series([f"{r.member_id}|{r.task}|{r.prefix}" for r in val]))[0],
                           "title": [_title(r.candidate) for r in val], "word": [r.candidate.rsplit(" | ", 1)[-1].split(",")[0] for r in val]})  # fmt: skip
     train = pd.DataFrame([(r.task, _title(r.candidate), r.label) for r in load_split(args.data, "train") if r.task == "next"], columns=["task", "title", "label"])
     positives, seen = train[train.label == 1].title.value_counts(), set(train.title)
@@ -63,6 +67,7 @@ def main() -> int:
         line(f"inside '{word}'", rows, f"spearman(teacher, train positives of the title) {rho:+.3f}")
     line("title seen in training", nxt[nxt.seen])
     line("title never seen", nxt[~nxt.seen])
+    line("centred inside each decision", nxt.assign(**{s: nxt[s] - nxt.groupby("decision")[s].transform("mean") for s in scorers}))
     return 0
 
 

@@ -131,9 +131,9 @@ class DataConfig(StrictModel):
         True,
         description="Show each candidate's rating count and mean as known strictly before the decision time (no future data).",
     )
-    stats_style: Literal["words", "scale", "rank"] = Field(
+    stats_style: Literal["words", "scale", "rank", "rank_scale"] = Field(
         "words",
-        description="How item stats read: words (popularity in 5 words, half-star mean), scale (popularity and recent ratings on a 0-10 log2 scale, mean to 0.1) or rank (popularity as 'top N%' of the items rated so far, half-star mean).",
+        description="How item stats read: words (popularity in 5 words, half-star mean), scale (popularity and recent ratings on a 0-10 log2 scale, mean to 0.1), rank (popularity as 'top N%' of the items rated so far, half-star mean) or rank_scale (the rank, mean to 0.1, recent ratings on the log2 scale).",
     )
     item_recent: bool = Field(False, description="With item_stats: also show how many ratings the item got in the 30 days before the decision time (in words).")
     member_summary: bool = Field(False, description="Show the mean of the member's shown ratings on the History line (derived from the prompt's own history).")

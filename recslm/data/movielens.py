@@ -66,7 +66,7 @@ import numpy as np
 import pandas as pd
 
 from recslm.config import DataConfig
-from recslm.data.prompts import HistoryItem, Item, ItemStats, MemberProfile, format_candidate, format_prefix
+from recslm.data.prompts import RANK_STYLES, HistoryItem, Item, ItemStats, MemberProfile, format_candidate, format_prefix
 from recslm.data.records import SPLITS, RankingRecord, gc_paused, records_from_rows
 from recslm.errors import DataError
 
@@ -392,7 +392,7 @@ class _Builder:
         """Candidate text; with item stats it depends on the decision time, else it is cached per item."""
         if self.item_history is None:
             return self.candidates[movie]
-        stats = self.item_history.before(movie, decided_at, recent=self.cfg.item_recent, rank=self.cfg.stats_style == "rank")
+        stats = self.item_history.before(movie, decided_at, recent=self.cfg.item_recent, rank=self.cfg.stats_style in RANK_STYLES)
         return format_candidate(self.items[movie], stats, self.cfg.stats_style)
 
     def history(self, member: _Member, start: int) -> list[HistoryItem]:

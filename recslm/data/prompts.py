@@ -72,6 +72,7 @@ def top_percent(share_above: float) -> int:
     more popular. Relative to the catalogue at the time, so it does not drift as ratings pile up."""
     return next(p for p in TOP_PERCENT if share_above < p / 100 or p == 100)
 RECENCY = ((20, "trending"), (5, "active"), (1, "slow"), (0, "quiet"))
+RANK_STYLES = ("rank", "rank_scale")  # the styles that print popularity as a rank among the items so far
 
 
 def log2_scale(count: int, top: int = 10) -> int:
@@ -84,10 +85,15 @@ def stats_text(stats: ItemStats, style: str = "words") -> str:
     over these better than raw counts). ``scale``: finer, still one small token each: popularity
     and recent ratings on a log2 scale, the mean to a tenth. ``rank``: popularity as the item's
     rank among the items rated so far ("top 5%"), which a count cannot saturate: the words'
-    top bucket holds more and more items as the years go by, a rank does not."""
-    if style == "rank" and stats.count:
+    top bucket holds more and more items as the years go by, a rank does not. ``rank_scale``:
+    the rank, the mean to a tenth and recent ratings on the log2 scale, the finest of the four
+    (logistic regression on what each prints: README, Figures)."""
+    if style in RANK_STYLES and stats.count:
         if stats.share_above is None:
-            raise ValueError("stats_style rank needs ItemStats.share_above (ItemHistory.before(..., rank=True))")
+            raise ValueError(f"stats_style {style} needs ItemStats.share_above (ItemHistory.before(..., rank=True))")
+        if style == "rank_scale":
+            text = f"top {top_percent(stats.share_above)}%, avg {stats.mean:.1f}"
+            return text + (f", recent {log2_scale(stats.recent)}" if stats.recent is not None else "")
         text = f"top {top_percent(stats.share_above)}%, avg {round(stats.mean * 2) / 2:.1f}"
         return text + (", " + next(name for floor, name in RECENCY if stats.recent >= floor) if stats.recent is not None else "")
     if style == "scale":

@@ -410,15 +410,24 @@ def test_prompt_options_render_decision_time_stats_and_the_history_mean(ml):
         assert f"History (avg {round(2 * sum(shown) / len(shown)) / 2:.1f}):" in r.prefix
 
 
-def test_popularity_rank_is_among_the_items_rated_before_the_decision_rebuilt_from_raw_ratings(ml):
-    """stats_style rank: "top N%" of the items rated before the group's decision time, checked
-    against a brute-force count over the raw ratings (nothing at or after the decision)."""
+def test_popularity_rank_reads_as_top_percent_buckets():
+    """stats_style rank and rank_scale: how a rank and its neighbours read."""
     from recslm.data.prompts import ItemStats, stats_text, top_percent
 
     assert [top_percent(s) for s in (0.0, 0.009, 0.01, 0.049, 0.2, 0.74, 0.99)] == [1, 1, 2, 5, 35, 75, 100]
     assert stats_text(ItemStats(130, 3.74, 9, 0.03), "rank") == "top 5%, avg 3.5, active"
     assert stats_text(ItemStats(0, 0.0, 0, 1.0), "rank") == "new"
-    cfg = CFG.model_copy(update={"item_recent": True, "stats_style": "rank", "max_eval_members": 10})
+    assert stats_text(ItemStats(130, 3.74, 9, 0.03), "rank_scale") == "top 5%, avg 3.7, recent 4"
+    assert stats_text(ItemStats(0, 0.0, 0, 1.0), "rank_scale") == "new"
+
+
+@pytest.mark.parametrize("style", ["rank", "rank_scale"])
+def test_popularity_rank_is_among_the_items_rated_before_the_decision_rebuilt_from_raw_ratings(ml, style):
+    """The rank styles: "top N%" of the items rated before the group's decision time, checked
+    against a brute-force count over the raw ratings (nothing at or after the decision)."""
+    from recslm.data.prompts import log2_scale, top_percent
+
+    cfg = CFG.model_copy(update={"item_recent": True, "stats_style": style, "max_eval_members": 10})
     splits = build_ranking_splits(ml, cfg)
     raw = ml.ratings
     checked = 0
@@ -433,5 +442,9 @@ def test_popularity_rank_is_among_the_items_rated_before_the_decision_rebuilt_fr
             continue
         share = float((counts > mine).sum() / len(counts))
         assert shown == f"top {top_percent(share)}%", (r.candidate, share)
+        if style == "rank_scale":  # the mean to a tenth and the 30-day count on the log2 scale, from the same raw ratings
+            item = raw[(raw.movie_id == int(r.item_id)) & (raw.timestamp < when)]
+            recent = int((item.timestamp >= when - 30 * 86_400).sum())
+            assert r.candidate.endswith(f", avg {item.rating.mean():.1f}, recent {log2_scale(recent)}\nAnswer:"), r.candidate
         checked += 1
     assert checked > 100
