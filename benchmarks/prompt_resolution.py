@@ -24,12 +24,11 @@ import argparse
 import os
 import platform
 import time
-from itertools import groupby
 from pathlib import Path
 
 import numpy as np
 
-from recslm.baselines.features import DecisionTimeFeatures
+from recslm.baselines.features import DecisionTimeFeatures, decision_groups
 from recslm.baselines.models import Split, logistic_regression
 from recslm.data.build import load_split
 from recslm.data.movielens import ItemHistory, load_movielens
@@ -48,10 +47,7 @@ def _bucket(count: np.ndarray, table: tuple[tuple[int, str], ...]) -> np.ndarray
 def printed_stats(records: list, item_history: ItemHistory) -> np.ndarray:
     """Per record (count, 30-day count, mean, rank bucket) as the prompt's stats are computed:
     at the group's decision time (its first candidate's time); rank bucket 0 is "new"."""
-    when = np.zeros(len(records), dtype=np.int64)
-    for _, group in groupby(range(len(records)), key=lambda i: (records[i].member_id, records[i].task, records[i].prefix)):
-        rows = list(group)
-        when[rows] = min(int(records[i].ts) for i in rows)
+    when = np.array([at for group, at in decision_groups(records) for _ in group], dtype=np.int64)
     out = np.zeros((len(records), 4))
     for i in np.argsort(when, kind="stable"):  # time order: one catalogue count per decision time
         stats = item_history.before(int(records[i].item_id), int(when[i]), recent=True, rank=True)

@@ -13,7 +13,7 @@ recomputing features from an event log truncated at each sampled record's t.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 
@@ -43,6 +43,16 @@ class _Series:
         """(count, sum) of the events strictly before ``when``."""
         n = int(np.searchsorted(self.ts, when, side="left"))
         return n, float(self.sums[n])
+
+
+def decision_groups(records: Sequence[RankingRecord]) -> Iterator[tuple[list[RankingRecord], int]]:
+    """Each decision (consecutive records with one member, task and prefix) with its time: the
+    earliest ``ts`` among its candidates, the time the prompt's item stats were computed at."""
+    for _, group in groupby(records, key=lambda r: (r.member_id, r.task, r.prefix)):
+        group = list(group)
+        if any(r.ts is None or r.item_id is None for r in group):
+            raise DataError("baselines: records need item_id and ts (the decision time) to compute features")
+        yield group, min(int(r.ts) for r in group)  # type: ignore[arg-type]
 
 
 class DecisionTimeFeatures:
@@ -77,11 +87,7 @@ class DecisionTimeFeatures:
         """One row per record, in order. Groups (consecutive records with one member, task and
         prefix) share their decision time: the earliest ``ts`` among their candidates."""
         rows: list[np.ndarray] = []
-        for _, group in groupby(records, key=lambda r: (r.member_id, r.task, r.prefix)):
-            group = list(group)
-            if any(r.ts is None or r.item_id is None for r in group):
-                raise DataError("baselines: records need item_id and ts (the decision time) to compute features")
-            when = min(int(r.ts) for r in group)  # type: ignore[arg-type]
+        for group, when in decision_groups(records):
             rows += self.group_rows(int(group[0].member_id), [int(r.item_id) for r in group], when)  # type: ignore[arg-type]
         return np.vstack(rows) if rows else np.zeros((0, len(self.names)))
 

@@ -88,22 +88,23 @@ def stats_text(stats: ItemStats, style: str = "words") -> str:
     top bucket holds more and more items as the years go by, a rank does not. ``rank_scale``:
     the rank, the mean to a tenth and recent ratings on the log2 scale, the finest of the four
     (logistic regression on what each prints: README, Figures)."""
-    if style in RANK_STYLES and stats.count:
+    fine = style in ("scale", "rank_scale")  # the mean to a tenth and recent ratings on the log2 scale
+    if style == "scale":
+        popularity = f"pop {log2_scale(stats.count)}"
+    elif not stats.count:
+        return "new"
+    elif style in RANK_STYLES:
         if stats.share_above is None:
             raise ValueError(f"stats_style {style} needs ItemStats.share_above (ItemHistory.before(..., rank=True))")
-        if style == "rank_scale":
-            text = f"top {top_percent(stats.share_above)}%, avg {stats.mean:.1f}"
-            return text + (f", recent {log2_scale(stats.recent)}" if stats.recent is not None else "")
-        text = f"top {top_percent(stats.share_above)}%, avg {round(stats.mean * 2) / 2:.1f}"
-        return text + (", " + next(name for floor, name in RECENCY if stats.recent >= floor) if stats.recent is not None else "")
-    if style == "scale":
-        text = f"pop {log2_scale(stats.count)}" + (f", avg {stats.mean:.1f}" if stats.count else "")
-        return text + (f", recent {log2_scale(stats.recent)}" if stats.recent is not None else "")
-    label = next(name for floor, name in POPULARITY if stats.count >= floor)
-    text = label if stats.count == 0 else f"{label}, avg {round(stats.mean * 2) / 2:.1f}"
-    if stats.recent is not None and stats.count:
-        text += ", " + next(name for floor, name in RECENCY if stats.recent >= floor)
-    return text
+        popularity = f"top {top_percent(stats.share_above)}%"
+    else:
+        popularity = next(name for floor, name in POPULARITY if stats.count >= floor)
+    parts = [popularity]
+    if stats.count:
+        parts.append(f"avg {stats.mean:.1f}" if fine else f"avg {round(stats.mean * 2) / 2:.1f}")
+    if stats.recent is not None:
+        parts.append(f"recent {log2_scale(stats.recent)}" if fine else next(name for floor, name in RECENCY if stats.recent >= floor))
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)
