@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, ValidationInfo, field_validator, model_validator
 
 from recslm.errors import ConfigError
 from recslm.yamlfile import YamlError, load_yaml
@@ -254,6 +254,11 @@ class TeacherConfig(StrictModel):
     task_weights: dict[str, float] = Field(
         default_factory=dict, description="Weight of each task's answer-token loss in the teacher's training (ranking data; a task left out weighs 1), e.g. {next: 3}."
     )
+    ranking_loss: dict[str, float] = Field(
+        default_factory=dict,
+        description="Weight of a pairwise ranking term inside each decision (a member's candidates for one task), added to the teacher's "
+        "answer-token loss for the tasks named, e.g. {next: 1}: it grades only the order of one decision's candidates (ranking data).",
+    )
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig, description="Train the teacher through DeepSpeed ZeRO (needed when it trains on several ranks: execution.multi_rank_stages).")
     trust_remote_code: bool = Field(False, description="Allow custom modelling code from the checkpoint (off: safetensors and built-in architectures only).")
 
@@ -268,12 +273,13 @@ class TeacherConfig(StrictModel):
             data = {**data, "arch": None}
         return data
 
-    @field_validator("task_weights")
+    @field_validator("task_weights", "ranking_loss")
     @classmethod
-    def _positive_weights(cls, weights: dict[str, float]) -> dict[str, float]:
+    def _positive_weights(cls, weights: dict[str, float], info: ValidationInfo) -> dict[str, float]:
         bad = {task: w for task, w in weights.items() if not w > 0}
         if bad:
-            raise ValueError(f"task weights must be positive, got {bad}")
+            what = "task weights" if info.field_name == "task_weights" else "ranking-loss weights"
+            raise ValueError(f"{what} must be positive, got {bad}")
         return weights
 
     @model_validator(mode="after")
@@ -637,6 +643,7 @@ class PipelineConfig(StrictModel):
                                                       "including student-written ones (on-policy): use online"),  # fmt: skip
             (self.teacher.path is not None and self.teacher.fine_tune, "teacher.fine_tune: not available for the generative task yet (a loaded teacher is used as it is)"),
             (bool(self.teacher.task_weights), "teacher.task_weights: ranking tasks only (the generative teacher has one loss, on the response)"),
+            (bool(self.teacher.ranking_loss), "teacher.ranking_loss: ranking tasks only (a generative record has no candidates to order)"),
             (self.distill.label_fraction < 1, "distill.label_fraction: ranking tasks only for now (a generative record's label is its response)"),
             (self.registry.objective == "auc_mean", "registry.objective: a generative model has no AUC; use val_loss (or bytes, params, ttft_p99_ms at equal val loss)"),
         ]
@@ -682,9 +689,10 @@ class PipelineConfig(StrictModel):
                 )
         if self.runtime.dtype == "fp16" and self.runtime.device == "cpu":
             raise ValueError("runtime.dtype: fp16 mixed precision needs a GPU (runtime.device: cpu); use bf16 on a CPU")
-        unknown = sorted(set(self.teacher.task_weights) - set(self.data.tasks))
-        if unknown:
-            raise ValueError(f"teacher.task_weights: {unknown} not among data.tasks {list(self.data.tasks)}")
+        for name, weights in (("task_weights", self.teacher.task_weights), ("ranking_loss", self.teacher.ranking_loss)):
+            unknown = sorted(set(weights) - set(self.data.tasks))
+            if unknown:
+                raise ValueError(f"teacher.{name}: {unknown} not among data.tasks {list(self.data.tasks)}")
         if self.teacher.path is not None and self.data.tokenizer.kind == "bpe":
             raise ValueError(
                 "teacher.path loads a trained teacher, which brings its own tokenizer: "

@@ -13,7 +13,7 @@ from recslm.store import ArtifactRef
 def key(config: Any) -> Any:
     """The teacher section and seed; a loaded teacher also by the digest of its folder (``make
     teacher`` rebuilds models/demo-teacher in place: the store must not serve the old one)."""
-    section = without_later_defaults(config.teacher, ("fine_tune", "deepspeed", "task_weights"))  # existing keys hold
+    section = without_later_defaults(config.teacher, ("fine_tune", "deepspeed", "task_weights", "ranking_loss"))  # existing keys hold
     if config.teacher.path is not None:
         from recslm.store.digest import folder_digest
 

@@ -24,7 +24,7 @@ from recslm.data.tokenizer import answer_token_ids
 from recslm.models.prefix import Group, answer_logits_shared
 from recslm.train.runner import ListDataset, LogFn, ResumingTrainer, StepFn, TrainReport, Validation, callbacks, collate_list, fit, training_arguments
 
-__all__ = ["AnswerTokenTrainer", "LogFn", "TrainReport", "answer_targets", "task_weight_vector", "train_answer_model"]
+__all__ = ["AnswerTokenTrainer", "LogFn", "TrainReport", "answer_targets", "pairwise_ranking_loss", "task_weight_vector", "train_answer_model"]
 
 
 def answer_targets(groups: Sequence[Group], answer_ids: dict[int, int], device: torch.device) -> torch.Tensor:
@@ -35,11 +35,20 @@ def answer_targets(groups: Sequence[Group], answer_ids: dict[int, int], device: 
 class AnswerTokenTrainer(ResumingTrainer):
     """Trainer whose loss is cross-entropy of the answer token, computed prefix-shared."""
 
-    def __init__(self, *args: Any, answer_ids: dict[int, int], pad_id: int, task_weights: dict[str, float] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        answer_ids: dict[int, int],
+        pad_id: int,
+        task_weights: dict[str, float] | None = None,
+        ranking_loss: dict[str, float] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.answer_ids = answer_ids
         self.pad_id = pad_id
         self.task_weights = dict(task_weights or {})
+        self.ranking_loss = dict(ranking_loss or {})
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
         groups: list[Group] = inputs["items"]
@@ -53,7 +62,39 @@ class AnswerTokenTrainer(ResumingTrainer):
         else:  # a weighted mean: a task's weight scales its share of the batch's loss
             weights = task_weight_vector(groups, self.task_weights, logits.device)
             loss = (torch.nn.functional.cross_entropy(logits, targets, reduction="none") * weights).sum() / weights.sum()
+        if self.ranking_loss:
+            loss = loss + pairwise_ranking_loss(logits, groups, self.answer_ids, self.ranking_loss)
         return (loss, None) if return_outputs else loss
+
+
+def pairwise_ranking_loss(logits: torch.Tensor, groups: Sequence[Group], answer_ids: dict[int, int], weights: dict[str, float]) -> torch.Tensor:
+    """A pairwise logistic (RankNet) loss inside each group, on the answer margin
+    logit(yes) - logit(no), which orders candidates exactly as the scored P(yes) does.
+
+    Why: cross-entropy grades each candidate alone, so a teacher can lower it by learning how
+    likely a *member* is to say yes (offsets between decisions) while ordering one decision's
+    candidates worse than the popularity its prompt prints (README, Figures: *next* centred
+    inside each decision). This term grades only that order: for every (positive, negative)
+    pair of one group, softplus(-(margin_pos - margin_neg)), averaged over the group's pairs,
+    times the task's weight; the sum is divided by the batch's group count, so the weight is
+    the term's scale per group beside the per-candidate cross-entropy. A group whose task has
+    no weight, or that holds one class only, adds nothing.
+    """
+    margin = logits[:, answer_ids[1]] - logits[:, answer_ids[0]]
+    total = margin.new_zeros(())
+    offset = 0
+    for group in groups:
+        size = len(group.labels)
+        weight = weights.get(group.task, 0.0)
+        if weight > 0:
+            labels = torch.tensor(group.labels, device=margin.device, dtype=torch.bool)
+            scores = margin[offset : offset + size]
+            positives, negatives = scores[labels], scores[~labels]
+            if positives.numel() and negatives.numel():
+                pairs = torch.nn.functional.softplus(negatives[None, :] - positives[:, None])
+                total = total + weight * pairs.mean()
+        offset += size
+    return total / max(len(groups), 1)
 
 
 def task_weight_vector(groups: Sequence[Group], task_weights: dict[str, float], device: torch.device) -> torch.Tensor:
@@ -74,10 +115,12 @@ def train_answer_model(
     deepspeed: dict[str, Any] | None = None,
     validation: Validation | None = None,
     task_weights: dict[str, float] | None = None,
+    ranking_loss: dict[str, float] | None = None,
 ) -> TrainReport:
     """Train ``model`` in place on the answer token of every candidate; resume if checkpoints exist.
     With ``cfg.eval_steps`` and ``validation``, the best checkpoint on val is the one kept;
-    ``task_weights`` scale each task's share of the loss (the teacher's ``task_weights``)."""
+    ``task_weights`` scale each task's share of the loss (the teacher's ``task_weights``);
+    ``ranking_loss`` adds :func:`pairwise_ranking_loss` for the tasks it names."""
     output_dir.mkdir(parents=True, exist_ok=True)
     trainer = AnswerTokenTrainer(
         model=model,
@@ -90,5 +133,6 @@ def train_answer_model(
         answer_ids=answer_token_ids(tokenizer),
         pad_id=tokenizer.pad_token_id,
         task_weights=task_weights,
+        ranking_loss=ranking_loss,
     )
     return fit(trainer, output_dir, examples=sum(len(g.labels) for g in groups), items=len(groups))

@@ -82,7 +82,7 @@ def _train(
     validation = Validation.for_training(data_dir, tokenizer, cfg.train, seed)
     answer_dir = checkpoint_dir / "answer" if cfg.foundation else checkpoint_dir
     report = train_answer_model(model, tokenizer, groups, cfg.train, answer_dir, seed=seed, on_log=on_log, on_step=on_step, validation=validation,
-                                deepspeed=deepspeed, task_weights=cfg.task_weights)  # fmt: skip
+                                deepspeed=deepspeed, task_weights=cfg.task_weights, ranking_loss=cfg.ranking_loss)  # fmt: skip
     if deepspeed is not None:
         save_trained_model(model, tokenizer, answer_dir / "trained")  # every rank: a collective under ZeRO-3; rank 0 writes
         model = load_trained_model(answer_dir / "trained", cfg.trust_remote_code)

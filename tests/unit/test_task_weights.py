@@ -18,7 +18,7 @@ from recslm.train.sft import AnswerTokenTrainer, answer_targets, task_weight_vec
 
 def _loss(model, tokenizer, groups, weights):
     trainer = SimpleNamespace(accelerator=SimpleNamespace(unwrap_model=lambda m: m), answer_ids=answer_token_ids(tokenizer),
-                              pad_id=tokenizer.pad_token_id, task_weights=weights)  # fmt: skip
+                              pad_id=tokenizer.pad_token_id, task_weights=weights, ranking_loss={})  # fmt: skip
     return AnswerTokenTrainer.compute_loss(trainer, model, {"items": groups})
 
 
