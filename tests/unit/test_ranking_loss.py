@@ -1,6 +1,7 @@
 """teacher.ranking_loss: a pairwise term inside each decision, on the answer margin, added to the
 teacher's answer-token cross-entropy (the demo teacher orders one decision's *next* candidates
-worse than the popularity its prompt prints: README, Figures)."""
+worse than the popularity its prompt prints: README, Figures). Its config checks and stage key
+are tested with task_weights' in test_task_weights.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import torch
 
 from recslm.config import ArchSpec
 from recslm.data.tokenizer import answer_token_ids
-from recslm.errors import ConfigError
 from recslm.models.factory import build_model
 from recslm.models.prefix import Group, answer_logits_shared, make_groups
 from recslm.train.sft import AnswerTokenTrainer, answer_targets, pairwise_ranking_loss
@@ -88,24 +88,3 @@ def test_the_trainer_adds_the_term_to_the_cross_entropy(records, tokenizer, one_
         assert term > 1e-3
         assert loss({}) == pytest.approx(ce, rel=1e-5)
         assert loss({"next": 1.5}) == pytest.approx(ce + term, rel=1e-5)
-
-
-def test_ranking_loss_names_the_field_when_wrong():
-    from recslm.config import load_config
-
-    with pytest.raises(ConfigError, match=r"teacher.ranking_loss: \['nxt'\] not among data.tasks"):
-        load_config("configs/smoke.yaml", ["teacher.ranking_loss={nxt: 1}"])
-    with pytest.raises(ConfigError, match="ranking-loss weights must be positive"):
-        load_config("configs/smoke.yaml", ["teacher.ranking_loss={next: -1}"])
-    with pytest.raises(ConfigError, match="teacher.ranking_loss: ranking tasks only"):
-        load_config("configs/smoke-generative.yaml", ["teacher.ranking_loss={next: 1}"])
-
-
-def test_the_teacher_key_holds_without_the_term_and_moves_with_it():
-    from recslm.config import load_config
-    from recslm.stages.teacher import key
-
-    base = load_config("configs/smoke.yaml")
-    assert "ranking_loss" not in key(base)["teacher"]  # existing stores keep their teachers
-    ranked = load_config("configs/smoke.yaml", ["teacher.ranking_loss={next: 1}"])
-    assert key(ranked)["teacher"]["ranking_loss"] == {"next": 1.0} and key(ranked) != key(base)

@@ -43,23 +43,30 @@ def test_the_weighted_loss_is_the_weighted_mean_of_per_candidate_losses(records,
     assert vector.shape == is_next.shape and set(vector[is_next].tolist()) == {3.0} and set(vector[~is_next].tolist()) == {1.0}
 
 
-def test_task_weights_name_the_field_when_wrong():
+# the two per-task weight maps of the teacher's loss (task_weights here, ranking_loss in
+# test_ranking_loss.py) share their checks: the field named in each error, the key that holds
+PER_TASK_FIELDS = [("task_weights", "task weights", 3.0), ("ranking_loss", "ranking-loss weights", 1.0)]
+
+
+@pytest.mark.parametrize(("field", "what", "weight"), PER_TASK_FIELDS)
+def test_per_task_weights_name_the_field_when_wrong(field, what, weight):
     from recslm.config import load_config
 
-    with pytest.raises(ConfigError, match=r"teacher.task_weights: \['nxt'\] not among data.tasks"):
-        load_config("configs/smoke.yaml", ["teacher.task_weights={nxt: 2}"])
-    with pytest.raises(ConfigError, match="task weights must be positive"):
-        load_config("configs/smoke.yaml", ["teacher.task_weights={next: 0}"])
-    with pytest.raises(ConfigError, match="teacher.task_weights: ranking tasks only"):
-        load_config("configs/smoke-generative.yaml", ["teacher.task_weights={next: 2}"])
+    with pytest.raises(ConfigError, match=rf"teacher.{field}: \['nxt'\] not among data.tasks"):
+        load_config("configs/smoke.yaml", [f"teacher.{field}={{nxt: 2}}"])
+    with pytest.raises(ConfigError, match=f"{what} must be positive"):
+        load_config("configs/smoke.yaml", [f"teacher.{field}={{next: 0}}"])
+    with pytest.raises(ConfigError, match=f"teacher.{field}: ranking tasks only"):
+        load_config("configs/smoke-generative.yaml", [f"teacher.{field}={{next: 2}}"])
 
 
-def test_the_teacher_key_holds_without_weights_and_moves_with_them():
+@pytest.mark.parametrize(("field", "what", "weight"), PER_TASK_FIELDS)
+def test_the_teacher_key_holds_without_per_task_weights_and_moves_with_them(field, what, weight):
     from recslm.config import load_config
     from recslm.stages.teacher import key
 
     base = load_config("configs/smoke.yaml")
-    assert "task_weights" not in key(base)["teacher"]  # existing stores keep their teachers
-    weighted = load_config("configs/smoke.yaml", ["teacher.task_weights={next: 3}"])
-    assert key(weighted)["teacher"]["task_weights"] == {"next": 3.0}
-    assert PipelineConfig.model_validate(base.model_dump()).teacher.task_weights == {}
+    assert field not in key(base)["teacher"]  # existing stores keep their teachers
+    weighted = load_config("configs/smoke.yaml", [f"teacher.{field}={{next: {weight}}}"])
+    assert key(weighted)["teacher"][field] == {"next": weight} and key(weighted) != key(base)
+    assert getattr(PipelineConfig.model_validate(base.model_dump()).teacher, field) == {}
