@@ -81,14 +81,14 @@ def pairwise_ranking_loss(logits: torch.Tensor, groups: Sequence[Group], answer_
     no weight, or that holds one class only, adds nothing.
     """
     margin = logits[:, answer_ids[1]] - logits[:, answer_ids[0]]
+    is_positive = torch.tensor([y == 1 for g in groups for y in g.labels], device=margin.device)  # one copy to the device per batch
     total = margin.new_zeros(())
     offset = 0
     for group in groups:
         size = len(group.labels)
         weight = weights.get(group.task, 0.0)
         if weight > 0:
-            labels = torch.tensor(group.labels, device=margin.device, dtype=torch.bool)
-            scores = margin[offset : offset + size]
+            scores, labels = margin[offset : offset + size], is_positive[offset : offset + size]
             positives, negatives = scores[labels], scores[~labels]
             if positives.numel() and negatives.numel():
                 pairs = torch.nn.functional.softplus(negatives[None, :] - positives[:, None])
