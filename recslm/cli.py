@@ -336,9 +336,9 @@ def teacher_export(
             raise ConfigError(f"{summary_file}: written by another config (hash {recorded[:12]}, {config} is {cfg.config_hash()[:12]}); pass the config and --set overrides of that run")
         command = " ".join(["recslm run", str(config), *[f"--set {item}" for item in set_ or []], "--run-id", run_dir.name])
         from recslm.stages.base import without_later_defaults
-        from recslm.stages.data import GENERATIVE_FIELDS
+        from recslm.stages.data import LATER_DATA_FIELDS
 
-        data_section = without_later_defaults(cfg.data, GENERATIVE_FIELDS)  # as the data stage's key reads it
+        data_section = without_later_defaults(cfg.data, LATER_DATA_FIELDS)  # as the data stage's key reads it
         card = export_teacher(summary_file, data_section, out, command, _git_commit())
     except RecslmError as exc:
         raise fail(exc) from None

@@ -137,6 +137,11 @@ class DataConfig(StrictModel):
     )
     item_recent: bool = Field(False, description="With item_stats: also show how many ratings the item got in the 30 days before the decision time (in words).")
     member_summary: bool = Field(False, description="Show the mean of the member's shown ratings on the History line (derived from the prompt's own history).")
+    candidate_match: bool = Field(
+        False,
+        description="Show on each candidate how many of the member's shown history items share one of its genres and the member's mean rating of them "
+        "(derived from the prompt's own history; logistic regression reads the same as features).",
+    )
     eval_stride: int = Field(8, ge=1, description="Interactions between two validation or test snapshots of the same member.")
     max_train_groups: int | None = Field(None, ge=1, description="Cap on training groups (member x task x snapshot), sampled with the seed.")
     max_eval_members: int | None = Field(None, ge=1, description="Cap on members in val and test, sampled with the seed.")

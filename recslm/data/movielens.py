@@ -66,7 +66,7 @@ import numpy as np
 import pandas as pd
 
 from recslm.config import DataConfig
-from recslm.data.prompts import RANK_STYLES, HistoryItem, Item, ItemStats, MemberProfile, format_candidate, format_prefix
+from recslm.data.prompts import RANK_STYLES, HistoryItem, Item, ItemStats, MemberProfile, format_candidate, format_prefix, taste_match
 from recslm.data.records import SPLITS, RankingRecord, gc_paused, records_from_rows
 from recslm.errors import DataError
 
@@ -388,12 +388,16 @@ class _Builder:
     catalogue: Catalogue
     item_history: ItemHistory | None = None
 
-    def candidate(self, movie: int, decided_at: int) -> str:
-        """Candidate text; with item stats it depends on the decision time, else it is cached per item."""
-        if self.item_history is None:
+    def candidate(self, movie: int, decided_at: int, history: list[HistoryItem]) -> str:
+        """Candidate text; with item stats it depends on the decision time and with the taste match
+        on the shown history, else it is cached per item."""
+        if self.item_history is None and not self.cfg.candidate_match:
             return self.candidates[movie]
-        stats = self.item_history.before(movie, decided_at, recent=self.cfg.item_recent, rank=self.cfg.stats_style in RANK_STYLES)
-        return format_candidate(self.items[movie], stats, self.cfg.stats_style)
+        stats = None
+        if self.item_history is not None:
+            stats = self.item_history.before(movie, decided_at, recent=self.cfg.item_recent, rank=self.cfg.stats_style in RANK_STYLES)
+        item = self.items[movie]
+        return format_candidate(item, stats, self.cfg.stats_style, taste_match(item, history) if self.cfg.candidate_match else None)
 
     def history(self, member: _Member, start: int) -> list[HistoryItem]:
         """The last ``history_len`` ratings before the snapshot, oldest first."""
@@ -414,7 +418,7 @@ class _Builder:
         member_id, history_max_ts, decided_at = str(member.user_id), member.ts_list[start - 1], member.ts_list[start]
         return [
             {
-                "member_id": member_id, "task": task, "prefix": prefix, "candidate": self.candidate(movie, decided_at), "label": label,
+                "member_id": member_id, "task": task, "prefix": prefix, "candidate": self.candidate(movie, decided_at, history), "label": label,
                 "item_id": str(movie), "ts": when, "history_max_ts": history_max_ts,
             }
             for movie, label, when in zip(movies, labels, times)

@@ -141,7 +141,35 @@ def format_prefix(task: str, member: MemberProfile, history: Sequence[HistoryIte
     return "\n".join(lines) + "\n"
 
 
-def format_candidate(item: Item, stats: ItemStats | None = None, style: str = "words") -> str:
-    """The item (with its stats so far, if given) and the question; starts with a letter, ends with "Answer:"."""
+@dataclass(frozen=True)
+class TasteMatch:
+    """How the member rated the shown history items that share a genre with the candidate.
+
+    Nothing a reader of the prefix could not work out, but a small model has to find the
+    shared genres across ten history lines and average their ratings to get it; logistic
+    regression gets it as a feature (``history_mean_same_genre``), so printing it puts the
+    two on the same footing (``data.candidate_match``)."""
+
+    similar: int
+    mean: float
+
+
+def taste_match(item: Item, history: Sequence[HistoryItem]) -> TasteMatch:
+    """Shown history items sharing at least one genre with ``item``, and their mean rating (0 when none)."""
+    genres = set(item.genres)
+    ratings = [h.rating for h in history if genres & set(h.item.genres)]
+    return TasteMatch(len(ratings), sum(ratings) / len(ratings) if ratings else 0.0)
+
+
+def match_text(match: TasteMatch) -> str:
+    """``similar 3, yours avg 4.3`` (``similar 0`` when no shown item shares a genre)."""
+    return f"similar {match.similar}, yours avg {match.mean:.1f}" if match.similar else "similar 0"
+
+
+def format_candidate(item: Item, stats: ItemStats | None = None, style: str = "words", match: TasteMatch | None = None) -> str:
+    """The item (with its stats so far and the member's taste match, if given) and the question;
+    starts with a letter, ends with "Answer:"."""
     extra = f" | {stats_text(stats, style)}" if stats is not None else ""
+    if match is not None:
+        extra += f" | {match_text(match)}"
     return f"{CANDIDATE_LABEL}{item_text(item)}{extra}\n{ANSWER_CUE}"

@@ -9,12 +9,12 @@ from recslm.stages.base import Stage, StageContext, without_later_defaults
 from recslm.store import ArtifactRef
 
 
-GENERATIVE_FIELDS = ("max_records", "max_response_chars")  # reviews settings, added later
+LATER_DATA_FIELDS = ("max_records", "max_response_chars", "candidate_match")  # settings added after stores were filled
 
 
 def key(config: Any) -> Any:
     """The data section; a pretrained tokenizer also by the digest of its files (rebuilt in place, it is a new tokenizer)."""
-    section = without_later_defaults(config.data, GENERATIVE_FIELDS)
+    section = without_later_defaults(config.data, LATER_DATA_FIELDS)
     tokenizer = config.data.tokenizer
     if tokenizer.kind == "pretrained":
         from recslm.store.digest import TOKENIZER_FILES, folder_digest

@@ -410,6 +410,32 @@ def test_prompt_options_render_decision_time_stats_and_the_history_mean(ml):
         assert f"History (avg {round(2 * sum(shown) / len(shown)) / 2:.1f}):" in r.prefix
 
 
+def test_candidate_match_counts_the_shown_history_items_sharing_a_genre(ml):
+    """data.candidate_match: every candidate's "similar N, yours avg X" is what its own prompt's
+    history lines give (genres shared with the candidate, the member's mean rating of those)."""
+    from recslm.data.prompts import Item, TasteMatch, format_candidate, match_text, taste_match
+
+    assert match_text(TasteMatch(0, 0.0)) == "similar 0" and match_text(TasteMatch(3, 13 / 3)) == "similar 3, yours avg 4.3"
+    heat = Item("Heat (1995)", ("Action", "Crime"))
+    history = [HistoryItem(Item("A", ("Crime",)), 5), HistoryItem(Item("B", ("Comedy",)), 1), HistoryItem(Item("C", ("Action", "Crime")), 4)]
+    assert taste_match(heat, history) == TasteMatch(2, 4.5)
+    assert format_candidate(heat, match=taste_match(heat, history)) == "Movie: Heat (1995) | Action, Crime | similar 2, yours avg 4.5\nAnswer:"
+    splits = build_ranking_splits(ml, CFG.model_copy(update={"candidate_match": True, "stats_style": "rank_scale", "item_recent": True}))
+    plain = build_ranking_splits(ml, CFG.model_copy(update={"stats_style": "rank_scale", "item_recent": True}))
+    checked = 0
+    for split in ("train", "val", "test"):
+        assert len(splits[split]) == len(plain[split])
+        for r, p in list(zip(splits[split], plain[split]))[:400]:
+            assert r.prefix == p.prefix and r.candidate.startswith(p.candidate.removesuffix("\nAnswer:") + " | similar ")
+            genres = set(r.candidate.split(" | ")[1].split(", "))
+            shown = [line.rsplit(" | ", 2) for line in r.prefix.split("History:\n", 1)[1].splitlines()]
+            ratings = [int(rating) for _, line_genres, rating in shown if genres & set(line_genres.split(", "))]
+            expected = match_text(TasteMatch(len(ratings), sum(ratings) / len(ratings) if ratings else 0.0))
+            assert r.candidate.endswith(f" | {expected}\nAnswer:"), (r.candidate, shown)
+            checked += 1
+    assert checked == 1200
+
+
 def test_popularity_rank_reads_as_top_percent_buckets():
     """stats_style rank and rank_scale: how a rank and its neighbours read."""
     from recslm.data.prompts import ItemStats, stats_text, top_percent

@@ -32,11 +32,11 @@ def test_the_demo_starts_from_the_shipped_teacher_and_its_tokenizer():
 
 def test_demo_and_make_teacher_build_the_records_on_the_card(card):
     from recslm.stages.base import without_later_defaults
-    from recslm.stages.data import GENERATIVE_FIELDS
+    from recslm.stages.data import LATER_DATA_FIELDS
 
     # the data section as the data stage's key reads it (settings added later, at their defaults, left out)
-    demo = without_later_defaults(load_config(REPO / "configs" / "demo.yaml").data, GENERATIVE_FIELDS)
-    teacher = without_later_defaults(load_config(REPO / "configs" / "teacher.yaml").data, GENERATIVE_FIELDS)
+    demo = without_later_defaults(load_config(REPO / "configs" / "demo.yaml").data, LATER_DATA_FIELDS)
+    teacher = without_later_defaults(load_config(REPO / "configs" / "teacher.yaml").data, LATER_DATA_FIELDS)
     assert teacher == card["data"]  # `make teacher` rebuilds what was shipped
     assert _data_without_tokenizer(demo) == _data_without_tokenizer(card["data"])  # same train, val and test records
 
