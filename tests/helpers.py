@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import random
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -14,6 +16,15 @@ from recslm.data.tokenizer import train_bpe_tokenizer
 from recslm.models.factory import build_model
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` as a module: the benchmarks are scripts, not a package, and their
+    tests call their functions and ``main`` directly."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def trimmed_smoke(root: Path, students: int = 1) -> dict[str, Any]:

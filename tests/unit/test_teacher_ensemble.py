@@ -3,23 +3,18 @@ scores where the answer is known (two noisy views of one signal average to a bet
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "teacher_ensemble.py"
+from tests.helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def ensemble():
-    spec = importlib.util.spec_from_file_location("teacher_ensemble", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("teacher_ensemble")
 
 
 def _records(rng: np.random.Generator, n: int = 3000) -> pd.DataFrame:
