@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.special import logit as log_odds
 from sklearn.metrics import roc_auc_score
 
 from recslm.evaluate.bootstrap import paired_auc_difference
@@ -34,8 +35,7 @@ REFERENCE = "logistic_regression"
 
 def logit(probability: np.ndarray) -> np.ndarray:
     """The log-odds of a score; clipped so a saturated probability stays finite."""
-    p = np.clip(np.asarray(probability, dtype=np.float64), 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))
+    return log_odds(np.clip(np.asarray(probability, dtype=np.float64), 1e-7, 1 - 1e-7))
 
 
 def ensemble_logits(members: list[pd.DataFrame]) -> np.ndarray:
@@ -69,7 +69,7 @@ def main() -> int:
     for split, (teacher_file, baseline_file) in SPLIT_FILES.items():
         members = [pd.read_parquet(path / teacher_file) for path in args.evaluate]
         baselines = pd.read_parquet(args.baselines / baseline_file)
-        if len(baselines) != len(members[0]) or not (baselines["label"].to_numpy() == members[0]["label"].to_numpy()).all():
+        if not on_same_records(members[0], baselines):
             raise SystemExit(f"{args.baselines / baseline_file}: not the same {split} records as the teachers (a different data key?)")
         frame = members[0]
         combined = ensemble_logits(members)
